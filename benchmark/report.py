@@ -1,0 +1,66 @@
+"""Aggregating FINISHED runs into mean ± std tables: pure pandas, then files in results/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark import plots
+
+IDENTITY = ["method", "dataset", "n_labels", "seed"]
+
+
+def latest_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per (method, dataset, n_labels, seed): the most recent one wins."""
+    return runs.sort_values("start_time").drop_duplicates(IDENTITY, keep="last")
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std over seeds, in percent (std is 0 for a single seed)."""
+    runs = latest_per_cell(runs).assign(
+        accuracy=lambda d: 100 * d["test_accuracy"], macro_f1=lambda d: 100 * d["test_macro_f1"]
+    )
+    grouped = runs.groupby(["method", "dataset", "n_labels"])
+    summary = grouped.agg(
+        n_seeds=("seed", "nunique"),
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        macro_f1_mean=("macro_f1", "mean"),
+        macro_f1_std=("macro_f1", "std"),
+    )
+    return summary.fillna({"accuracy_std": 0.0, "macro_f1_std": 0.0}).reset_index()
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    """One table per dataset: methods as rows, budgets as columns, best mean in bold."""
+    parts = ["# Test accuracy (%), mean ± std over seeds\n"]
+    for dataset, part in summary.groupby("dataset"):
+        budgets = sorted(part["n_labels"].unique())
+        seeds = sorted(part["n_seeds"].unique())
+        parts.append(f"## {dataset} (seeds per cell: {', '.join(map(str, seeds))})\n")
+        parts.append("| method | " + " | ".join(f"{b} labels" for b in budgets) + " |")
+        parts.append("|---|" + "---|" * len(budgets))
+        best = part.groupby("n_labels")["accuracy_mean"].max()
+        for method, rows in part.groupby("method"):
+            cells = []
+            for budget in budgets:
+                row = rows[rows["n_labels"] == budget]
+                if row.empty:
+                    cells.append("–")
+                    continue
+                mean, std = row["accuracy_mean"].iloc[0], row["accuracy_std"].iloc[0]
+                text = f"{mean:.1f} ± {std:.1f}"
+                cells.append(f"**{text}**" if round(mean, 1) == round(best[budget], 1) else text)
+            parts.append(f"| {method} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def write_report(runs: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(runs)
+    summary.round(3).to_csv(results_dir / "summary.csv", index=False)
+    (results_dir / "summary.md").write_text(markdown(summary))
+    plots.accuracy_vs_labels(summary, results_dir / "accuracy_vs_labels.png")
+    return summary

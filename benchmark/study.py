@@ -1,0 +1,106 @@
+"""The `run` and `report` commands: validate everything, launch the grid, write the tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import methods
+from benchmark import datasets, grid
+from benchmark import report as report_mod
+from benchmark.devices import resolve_device
+from benchmark.errors import UsageError
+from benchmark.runner import DEFAULT_STORAGE, RunOptions, launch
+from benchmark.tracking import Tracker
+
+
+def _check_data(names: list[str], data_dir: str | None) -> None:
+    """Fail before any training if a dataset's train or test files are missing or malformed."""
+    for name in names:
+        ds = datasets.load(name, data_dir)
+        ds.split("train")
+        for stem in datasets.SPLIT_FILES["test"]:
+            if datasets._file_in(ds.directory, stem) is None:
+                raise UsageError(f"Dataset {name!r}: {stem}[.gz] missing in {ds.directory}.")
+
+
+def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
+    method_names = grid.parse_list(args.methods, methods.available(), "method")
+    dataset_names = grid.parse_list(args.datasets, list(datasets.DATASETS), "dataset")
+    overrides = {
+        "vae_epochs": args.epochs,
+        "epochs": args.epochs,
+        "latent_dim": args.latent_dim,
+    }
+    return grid.build_grid(
+        method_names,
+        dataset_names,
+        grid.parse_ints(args.labels, "labels"),
+        grid.parse_ints(args.seeds, "seeds"),
+        overrides,
+        args.params,
+        Path(args.results_dir),
+        args.subset,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cells = cells_from_args(args)
+    device = resolve_device(args.device)
+    _check_data(sorted({c.dataset for c in cells}), args.data_dir)
+    tracker = Tracker(args.tracking_uri, args.experiment)
+    parent = tracker.start_run(
+        f"grid ({len(cells)} cells)", {"kind": "grid", "command": " ".join(sys.argv)}
+    )
+    tracker.log_params(
+        parent,
+        {
+            "methods": args.methods,
+            "datasets": args.datasets,
+            "labels": args.labels,
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "latent_dim": args.latent_dim,
+            "params": args.params,
+            "device": str(device),
+            "workers": args.workers,
+            "subset": args.subset,
+            "n_cells": len(cells),
+        },
+    )
+    options = RunOptions(
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        storage=args.storage or DEFAULT_STORAGE,
+        data_dir=args.data_dir,
+        device=args.device,
+        vae_cache_dir=args.vae_cache_dir,
+        parent_run_id=parent,
+    )
+    status = "KILLED"
+    try:
+        failures = launch(cells, options, tracker, args.workers, args.force)
+        status = "FAILED" if failures else "FINISHED"
+    finally:
+        tracker.finish(parent, status)
+    report(args.tracking_uri, args.experiment, Path(args.results_dir))
+    if failures:
+        print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(tracking_uri: str, experiment: str, results_dir: Path) -> int:
+    runs = Tracker(tracking_uri, experiment).cell_runs("FINISHED")
+    if runs.empty:
+        print(f"No FINISHED runs in experiment {experiment!r} yet; nothing to report.")
+        return 0
+    summary = report_mod.write_report(runs, results_dir)
+    print((results_dir / "summary.md").read_text())
+    print(
+        f"wrote {results_dir}/summary.csv, summary.md, accuracy_vs_labels.png ({len(summary)} rows)"
+    )
+    return 0

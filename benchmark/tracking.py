@@ -1,0 +1,177 @@
+"""Every MLflow call the harness makes, behind one small class.
+
+The default store is an embedded SQLite database in ``mlruns/`` with artifacts beside it; any
+tracking URI works (an MLflow server backed by PostgreSQL for a team). The client API is used
+directly, with explicit run ids, so several worker processes never share MLflow's global
+"active run" state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from benchmark.errors import UsageError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_EXPERIMENT = "ssl-vae-benchmark"
+MAX_PARAM_LENGTH = 6000
+
+for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    def __init__(self, uri: str = DEFAULT_TRACKING_URI, experiment: str = DEFAULT_EXPERIMENT):
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        db = _sqlite_path(uri)
+        artifact_location = None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            artifact_location = (db.parent / "artifacts").resolve().as_uri()
+        elif urlparse(uri).scheme in ("", "file"):
+            raise UsageError(
+                f"--tracking-uri {uri!r}: MLflow no longer accepts a plain file store; use"
+                " sqlite:///PATH/mlflow.db or an http(s):// tracking server."
+            )
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self._create_experiment(experiment, artifact_location)
+            )
+        except UsageError:
+            raise
+        except Exception as error:
+            raise UsageError(f"Cannot open MLflow tracking store {uri!r}: {error}") from None
+
+    def _create_experiment(self, name: str, artifact_location: str | None) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # another process created it first
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def start_run(
+        self, name: str, tags: Mapping[str, str] | None = None, parent_id: str | None = None
+    ) -> str:
+        all_tags = {"git_commit": git_commit(), **(tags or {})}
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def log_metric(self, run_id: str, name: str, value: float, step: int) -> None:
+        self.log_metrics(run_id, {name: value}, step)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v)[:5000])
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path=folder)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def runs(self, filter_string: str = "") -> Iterator[Any]:
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string, max_results=1000, page_token=token
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def finished_cell_keys(self) -> set[str]:
+        return {
+            r.data.tags["cell_key"]
+            for r in self.runs("attributes.status = 'FINISHED'")
+            if "cell_key" in r.data.tags
+        }
+
+    def has_finished(self, cell_key: str) -> bool:
+        escaped = cell_key.replace("'", "")
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.cell_key = '{escaped}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
+        return len(found) > 0
+
+    def cell_runs(self, status: str = "FINISHED", parent_id: str | None = None) -> pd.DataFrame:
+        """One row per cell run: identity params, metrics, status, error and start time."""
+        query = f"attributes.status = '{status}'"
+        if parent_id:
+            query += f" and tags.mlflow.parentRunId = '{parent_id}'"
+        rows = []
+        for r in self.runs(query):
+            if "cell_key" not in r.data.tags:
+                continue
+            rows.append(
+                {
+                    "run_id": r.info.run_id,
+                    "cell_key": r.data.tags["cell_key"],
+                    "method": r.data.params.get("method"),
+                    "dataset": r.data.params.get("dataset"),
+                    "n_labels": int(r.data.params.get("n_labels", 0)),
+                    "seed": int(r.data.params.get("seed", 0)),
+                    "start_time": r.info.start_time,
+                    "error": r.data.tags.get("error", ""),
+                    **r.data.metrics,
+                }
+            )
+        return pd.DataFrame(rows)

@@ -1,0 +1,31 @@
+"""Shared pieces of the SVM methods: the standardised pipelines and their search spaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+
+def rbf_svc(params: dict[str, Any], standardize: bool) -> Pipeline:
+    svc = SVC(C=float(params["C"]), gamma=params["gamma"], kernel="rbf")
+    return make_pipeline(StandardScaler(), svc) if standardize else make_pipeline(svc)
+
+
+def linear_svc(params: dict[str, Any], seed: int) -> Pipeline:
+    # LinearSVC's dual solver is stochastic in its coordinate order: seed it per trial.
+    svc = LinearSVC(C=float(params["C"]), tol=1e-5, max_iter=20000, random_state=seed)
+    return make_pipeline(StandardScaler(), svc)
+
+
+def suggest_rbf(trial: Any) -> dict[str, Any]:
+    return {
+        "C": trial.suggest_float("C", 1e-2, 1e3, log=True),
+        "gamma": trial.suggest_float("gamma", 1e-4, 1e1, log=True),
+    }
+
+
+def suggest_latent_dim(trial: Any) -> dict[str, Any]:
+    return {"latent_dim": trial.suggest_int("latent_dim", 2, 64, log=True)}

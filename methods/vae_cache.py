@@ -1,0 +1,121 @@
+"""On-disk cache of trained VAEs, so every method and label budget reuses one model.
+
+The key hashes the data fingerprint, the full config, the seed, the device type and the source
+of the VAE code, so editing the model or its training loop invalidates old entries while an
+edit elsewhere does not. Entries are written atomically (temp file + rename) with a SHA-256 of
+their payload; an unreadable or mismatching entry is reported, deleted and retrained. A lock
+file stops two workers from training the same VAE at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from methods import vae as vae_module
+from methods.vae import VAE, TrainedVAE, VAEConfig, train_vae
+
+log = logging.getLogger(__name__)
+DEFAULT_CACHE_DIR = Path("mlruns") / "vae-cache"
+
+
+def code_version() -> str:
+    """Hash of the code that determines a trained VAE's weights."""
+    parts = [
+        inspect.getsource(obj)
+        for obj in (vae_module._mlp, VAE, vae_module.negative_elbo, train_vae)
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def cache_key(fingerprint: str, config: VAEConfig, seed: int, device: torch.device) -> str:
+    blob = json.dumps(
+        {
+            "data": fingerprint,
+            "config": asdict(config),
+            "seed": seed,
+            "device": device.type,
+            "code": code_version(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class VAECache:
+    def __init__(self, directory: str | Path = DEFAULT_CACHE_DIR) -> None:
+        self.directory = Path(directory)
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"vae-{key}.pt"
+
+    def load(self, key: str, device: torch.device) -> TrainedVAE | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            blob = path.read_bytes()
+            digest, payload = blob[:64].decode(), blob[65:]
+            if hashlib.sha256(payload).hexdigest() != digest:
+                raise ValueError("checksum mismatch")
+            entry = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+            model = VAE(entry["n_inputs"], VAEConfig(**entry["config"]))
+            model.load_state_dict(entry["state_dict"])
+        except Exception as error:  # any damage means: retrain
+            log.warning("VAE cache entry %s is unreadable (%s); retraining it.", path, error)
+            path.unlink(missing_ok=True)
+            return None
+        model.to(device).eval()
+        return TrainedVAE(model, list(entry["history"]), 0.0)
+
+    def save(self, key: str, trained: TrainedVAE) -> Path:
+        model = trained.model
+        entry = {
+            "n_inputs": model.n_inputs,
+            "config": asdict(model.config),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "history": trained.history,
+            "train_seconds": trained.train_seconds,
+        }
+        buffer = io.BytesIO()
+        torch.save(entry, buffer)
+        payload = buffer.getvalue()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-vae-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path(key))
+        return self.path(key)
+
+    def get_or_train(
+        self,
+        x: torch.Tensor,
+        fingerprint: str,
+        config: VAEConfig,
+        seed: int,
+        progress: bool = True,
+    ) -> tuple[TrainedVAE, bool, Path]:
+        """(model, was_cached, cache file). Training failures propagate and cache nothing."""
+        key = cache_key(fingerprint, config, seed, x.device)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / f"vae-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here, then hits the cache
+            cached = self.load(key, x.device)
+            if cached is not None:
+                return cached, True, self.path(key)
+            trained = train_vae(
+                x, config, seed, progress=progress, desc=f"VAE z={config.latent_dim}"
+            )
+            return trained, False, self.save(key, trained)
