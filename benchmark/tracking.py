@@ -125,6 +125,18 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def reopen(self, run_id: str) -> None:
+        """Mark a terminated run RUNNING again, for a job that resumes under it."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        """The oldest run carrying all these tags, so a resumed job finds its earlier run."""
+        query = " and ".join(f"tags.{k} = '{str(v).replace(chr(39), '')}'" for k, v in tags.items())
+        found = self.client.search_runs(
+            [self.experiment_id], query, max_results=1, order_by=["attributes.start_time ASC"]
+        )
+        return found[0].info.run_id if found else None
+
     def runs(self, filter_string: str = "") -> Iterator[Any]:
         token = None
         while True:

@@ -10,6 +10,7 @@ file stops two workers from training the same VAE at the same time.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import inspect
 import io
@@ -23,17 +24,18 @@ from pathlib import Path
 import torch
 
 from methods import vae as vae_module
-from methods.vae import VAE, TrainedVAE, VAEConfig, train_vae
+from methods.vae import VAE, EpochCallback, TrainedVAE, VAEConfig, train_vae
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path("mlruns") / "vae-cache"
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of the code that determines a trained VAE's weights."""
+    """Hash of the code that determines a trained VAE's weights (read from the module itself)."""
     parts = [
         inspect.getsource(obj)
-        for obj in (vae_module._mlp, VAE, vae_module.negative_elbo, train_vae)
+        for obj in (vae_module._mlp, vae_module.VAE, vae_module.negative_elbo, vae_module.train_vae)
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
@@ -106,8 +108,13 @@ class VAECache:
         config: VAEConfig,
         seed: int,
         progress: bool = True,
+        on_epoch: EpochCallback | None = None,
     ) -> tuple[TrainedVAE, bool, Path]:
-        """(model, was_cached, cache file). Training failures propagate and cache nothing."""
+        """(model, was_cached, cache file). Training failures propagate and cache nothing.
+
+        on_epoch is called only when the VAE is trained here; if it raises (a pruner stopping
+        the trial), the half-trained model is not cached.
+        """
         key = cache_key(fingerprint, config, seed, x.device)
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / f"vae-{key}.lock", "w") as lock:
@@ -116,6 +123,11 @@ class VAECache:
             if cached is not None:
                 return cached, True, self.path(key)
             trained = train_vae(
-                x, config, seed, progress=progress, desc=f"VAE z={config.latent_dim}"
+                x,
+                config,
+                seed,
+                on_epoch=on_epoch,
+                progress=progress,
+                desc=f"VAE z={config.latent_dim}",
             )
             return trained, False, self.save(key, trained)
