@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny synthetic dataset in torchvision's layout, the real data, tmp stores."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    """Write an IDX file (uint8), as MNIST ships them."""
+    magic = 0x0800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def fake_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Learnable images: each class lights a different 6x6 square, plus noise."""
+    images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        r, k = divmod(int(c), 4)
+        images[i, 3 + 7 * r : 9 + 7 * r, 3 + 6 * k : 9 + 6 * k] = 230
+    return images
+
+
+def make_fake_dataset(root: Path, folder: str, n_train: int = 400, n_test: int = 200) -> Path:
+    rng = np.random.default_rng(0)
+    raw = root / folder / "raw"
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        write_idx(raw / f"{split}-images-idx3-ubyte.gz", fake_images(labels, rng))
+        write_idx(raw / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return raw
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A data directory with small learnable MNIST and Fashion-MNIST look-alikes."""
+    root = tmp_path / "data"
+    for folder in ("MNIST", "FashionMNIST"):
+        make_fake_dataset(root, folder)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The offline copies of the real datasets (../shared/data or $BENCHMARK_DATA_DIR)."""
+    root = Path(os.environ.get("BENCHMARK_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.fail(f"real datasets not found at {root}; set BENCHMARK_DATA_DIR")
+    return root
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> dict[str, str]:
+    """Command-line options that keep every store of a run inside tmp_path."""
+    return {
+        "--tracking-uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+        "--storage": f"sqlite:///{tmp_path}/mlruns/optuna.db",
+        "--results-dir": str(tmp_path / "results"),
+        "--vae-cache-dir": str(tmp_path / "vae-cache"),
+    }
+
+
+def flatten(options: dict[str, str]) -> list[str]:
+    return [part for item in options.items() for part in item]

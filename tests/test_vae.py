@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import datasets
+from methods import vae_cache
+from methods.vae import VAE, TrainingDiverged, VAEConfig, train_vae
+from methods.vae_cache import VAECache, cache_key
+
+SMALL = VAEConfig(latent_dim=4, hidden=(64, 32), epochs=3, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def x_small(real_data: Path) -> torch.Tensor:
+    return torch.from_numpy(datasets.load("mnist", real_data).features("train")[:1000])
+
+
+def test_loss_decreases_on_a_small_subset(x_small: torch.Tensor) -> None:
+    trained = train_vae(x_small, VAEConfig(latent_dim=4, hidden=(64, 32), epochs=5), 0, progress=False)
+    assert trained.history[-1] < 0.9 * trained.history[0]
+    z = trained.model.latent_means(x_small[:10].numpy())
+    assert z.shape == (10, 4) and z.dtype == np.float32
+
+
+def test_same_seed_gives_bit_identical_weights(x_small: torch.Tensor) -> None:
+    a = train_vae(x_small, SMALL, 7, progress=False).model.state_dict()
+    b = train_vae(x_small, SMALL, 7, progress=False).model.state_dict()
+    c = train_vae(x_small, SMALL, 8, progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_sizes_come_from_data_and_config() -> None:
+    model = VAE(50, VAEConfig(latent_dim=3, hidden=(20, 10, 5)))
+    mu, logvar = model.encode(torch.zeros(2, 50))
+    assert mu.shape == logvar.shape == (2, 3)
+    assert model.decode_logits(mu).shape == (2, 50)
+
+
+def test_nan_loss_raises_and_caches_nothing(tmp_path: Path, x_small: torch.Tensor) -> None:
+    cache = VAECache(tmp_path)
+    bad = x_small.clone()
+    bad[3, 5] = float("nan")
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        cache.get_or_train(bad, "nan-data", SMALL, 0, progress=False)
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_cache_hit_skips_training(tmp_path: Path, x_small: torch.Tensor, monkeypatch) -> None:
+    cache = VAECache(tmp_path)
+    first, hit, path = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
+    assert not hit and path.exists()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("trained although the cache had the model")
+
+    monkeypatch.setattr(vae_cache, "train_vae", fail)
+    second, hit, _ = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
+    assert hit
+    assert all(torch.equal(v, second.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+
+
+def test_key_changes_with_config_seed_and_data() -> None:
+    cpu = torch.device("cpu")
+    base = cache_key("fp", SMALL, 0, cpu)
+    assert base == cache_key("fp", VAEConfig(latent_dim=4, hidden=(64, 32), epochs=3, batch_size=64), 0, cpu)
+    assert base != cache_key("fp", VAEConfig(latent_dim=5, hidden=(64, 32), epochs=3, batch_size=64), 0, cpu)
+    assert base != cache_key("fp", SMALL, 1, cpu)
+    assert base != cache_key("other", SMALL, 0, cpu)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_cache_entry_is_retrained(tmp_path: Path, x_small: torch.Tensor, damage: str) -> None:
+    cache = VAECache(tmp_path)
+    _, _, path = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
+    blob = bytearray(path.read_bytes())
+    if damage == "truncate":
+        blob = blob[: len(blob) // 2]
+    else:
+        blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    retrained, hit, _ = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
+    assert not hit and retrained.history
+    assert cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)[1]  # healthy again
