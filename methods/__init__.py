@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 
 from benchmark.errors import UsageError
 from methods.base import REGISTRY, Method, TrainData, VAEFeatureMethod
 
 _INFRASTRUCTURE = {"base", "vae", "vae_cache"}
+# Modules that failed to import, with the error: one broken method file must not take the
+# others down, but it must not vanish silently either.
+BROKEN: dict[str, str] = {}
 
 
 def _discover() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+        name = module.name
+        if name in _INFRASTRUCTURE or name.startswith("_") or name in BROKEN:
+            continue
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except Exception as error:
+            BROKEN[name] = f"{type(error).__name__}: {error}"
+            warnings.warn(f"methods/{name}.py failed to import ({BROKEN[name]})", stacklevel=2)
 
 
 def available() -> list[str]:
@@ -27,7 +37,8 @@ def available() -> list[str]:
 def get(name: str) -> type[Method]:
     names = available()
     if name not in REGISTRY:
-        raise UsageError(f"Unknown method {name!r}. Available: {', '.join(names)}.")
+        broken = "".join(f" (methods/{m}.py failed to import: {e})" for m, e in BROKEN.items())
+        raise UsageError(f"Unknown method {name!r}. Available: {', '.join(names)}.{broken}")
     return REGISTRY[name]
 
 

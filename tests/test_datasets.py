@@ -59,7 +59,9 @@ def test_truncated_gzip_stream_is_reported(tiny_data: Path) -> None:
 def test_wrong_magic_number_is_reported(tiny_data: Path) -> None:
     raw = tiny_data / "MNIST" / "raw"
     # a label file where an image file should be
-    (raw / "train-images-idx3-ubyte.gz").write_bytes((raw / "train-labels-idx1-ubyte.gz").read_bytes())
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(
+        (raw / "train-labels-idx1-ubyte.gz").read_bytes()
+    )
     with pytest.raises(DataError, match="wrong magic number"):
         datasets.load("mnist", tiny_data).split("train")
 
@@ -94,9 +96,21 @@ def test_corrupt_data_gives_exit_2_without_traceback(tiny_data: Path) -> None:
 
     (tiny_data / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmark", "run", "--datasets", "mnist", "--data-dir",
-         str(tiny_data), "--tracking-uri", f"sqlite:///{tiny_data}/m.db"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "benchmark",
+            "run",
+            "--datasets",
+            "mnist",
+            "--data-dir",
+            str(tiny_data),
+            "--tracking-uri",
+            f"sqlite:///{tiny_data}/m.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

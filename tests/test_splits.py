@@ -41,8 +41,26 @@ def test_pinned_indices_do_not_drift() -> None:
     y = np.arange(1000) % 10
     split = balanced_split(y, 20, seed=0, dataset="mnist")
     assert split.labeled.tolist() == [
-        3, 16, 130, 161, 229, 247, 252, 261, 286, 323,
-        448, 475, 524, 770, 827, 859, 894, 928, 945, 962,
+        3,
+        16,
+        130,
+        161,
+        229,
+        247,
+        252,
+        261,
+        286,
+        323,
+        448,
+        475,
+        524,
+        770,
+        827,
+        859,
+        894,
+        928,
+        945,
+        962,
     ]  # recorded once from numpy's PCG64; a change here silently breaks paired comparisons
 
 
@@ -72,8 +90,12 @@ def test_labeled_images_are_not_test_images(real_data: Path) -> None:
 
 @pytest.mark.parametrize(
     ("n_labels", "message"),
-    [(95, "multiple of the 10 classes"), (0, "positive"), (-10, "positive"),
-     (70000, "only 6000 training images")],
+    [
+        (95, "multiple of the 10 classes"),
+        (0, "positive"),
+        (-10, "positive"),
+        (70000, "only 6000 training images"),
+    ],
 )
 def test_bad_budgets_are_explained(fashion: datasets.Dataset, n_labels: int, message: str) -> None:
     with pytest.raises(UsageError, match=message):

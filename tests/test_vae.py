@@ -20,7 +20,9 @@ def x_small(real_data: Path) -> torch.Tensor:
 
 
 def test_loss_decreases_on_a_small_subset(x_small: torch.Tensor) -> None:
-    trained = train_vae(x_small, VAEConfig(latent_dim=4, hidden=(64, 32), epochs=5), 0, progress=False)
+    trained = train_vae(
+        x_small, VAEConfig(latent_dim=4, hidden=(64, 32), epochs=5), 0, progress=False
+    )
     assert trained.history[-1] < 0.9 * trained.history[0]
     z = trained.model.latent_means(x_small[:10].numpy())
     assert z.shape == (10, 4) and z.dtype == np.float32
@@ -61,20 +63,28 @@ def test_cache_hit_skips_training(tmp_path: Path, x_small: torch.Tensor, monkeyp
     monkeypatch.setattr(vae_cache, "train_vae", fail)
     second, hit, _ = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
     assert hit
-    assert all(torch.equal(v, second.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+    assert all(
+        torch.equal(v, second.model.state_dict()[k]) for k, v in first.model.state_dict().items()
+    )
 
 
 def test_key_changes_with_config_seed_and_data() -> None:
     cpu = torch.device("cpu")
     base = cache_key("fp", SMALL, 0, cpu)
-    assert base == cache_key("fp", VAEConfig(latent_dim=4, hidden=(64, 32), epochs=3, batch_size=64), 0, cpu)
-    assert base != cache_key("fp", VAEConfig(latent_dim=5, hidden=(64, 32), epochs=3, batch_size=64), 0, cpu)
+    assert base == cache_key(
+        "fp", VAEConfig(latent_dim=4, hidden=(64, 32), epochs=3, batch_size=64), 0, cpu
+    )
+    assert base != cache_key(
+        "fp", VAEConfig(latent_dim=5, hidden=(64, 32), epochs=3, batch_size=64), 0, cpu
+    )
     assert base != cache_key("fp", SMALL, 1, cpu)
     assert base != cache_key("other", SMALL, 0, cpu)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_corrupt_cache_entry_is_retrained(tmp_path: Path, x_small: torch.Tensor, damage: str) -> None:
+def test_corrupt_cache_entry_is_retrained(
+    tmp_path: Path, x_small: torch.Tensor, damage: str
+) -> None:
     cache = VAECache(tmp_path)
     _, _, path = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
     blob = bytearray(path.read_bytes())

@@ -1,0 +1,56 @@
+"""Every registered method, run through the real cell path on tiny data.
+
+A new method file is tested here the moment it exists: no list to update.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import methods
+from benchmark import grid
+from benchmark.cli import main
+from benchmark.execute import Workspace, run_cell
+from methods.vae_cache import VAECache
+
+FAST = {"vae_epochs": 1, "epochs": 1, "latent_dim": 4}
+
+
+def test_every_method_module_imports() -> None:
+    methods.available()
+    assert methods.BROKEN == {}
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_method_contract(name: str, tiny_data: Path, tmp_path: Path) -> None:
+    cls = methods.get(name)
+    assert cls.name == name and cls.description and "\n" not in cls.description
+    assert isinstance(cls.defaults, dict)
+    params, _ = grid.resolve_params(name, "mnist", 20, FAST)
+    cell = grid.Cell(name, "mnist", 20, 0, grid.canonical(params))
+    results = []
+    for _ in range(2):
+        ws = Workspace(tiny_data, torch.device("cpu"), VAECache(tmp_path / "cache"), progress=False)
+        results.append(run_cell(cell, ws))
+    result = results[0]
+    assert 0.0 <= result.scores["test_accuracy"] <= 1.0
+    assert result.confusion.shape == (10, 10) and result.confusion.sum() == 200
+    assert result.fit_seconds >= 0
+    # same seed, same numbers on the CPU (the second run also reuses the cached VAE)
+    assert results[1].scores == result.scores
+    assert np.array_equal(results[1].confusion, result.confusion)
+
+
+def test_unknown_parameter_is_rejected() -> None:
+    with pytest.raises(Exception, match="Unknown parameter"):
+        methods.get("pixel-svm")(kernel="poly")
+
+
+def test_list_shows_every_method(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in methods.available())

@@ -1,0 +1,199 @@
+"""End-to-end runs of the grid on tiny synthetic data, into temporary stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, flatten
+from mlflow.tracking import MlflowClient
+
+from benchmark.cli import main
+from benchmark.report import summarize
+from methods.base import REGISTRY, Method
+
+BASELINES = "pixel-svm,vae-gmm,vae-linear-svm,vae-rbf-svm"
+pytestmark = pytest.mark.slow
+
+
+def grid_args(
+    data: Path, stores: dict[str, str], methods: str = BASELINES, **extra: str
+) -> list[str]:
+    options = {
+        "--methods": methods,
+        "--datasets": "mnist",
+        "--labels": "20,40",
+        "--seeds": "0,1",
+        "--epochs": "2",
+        "--data-dir": str(data),
+        **stores,
+        **extra,
+    }
+    return ["run", *flatten(options)]
+
+
+def child_runs(stores: dict[str, str]) -> list:
+    client = MlflowClient(stores["--tracking-uri"])
+    experiment = client.get_experiment_by_name("ssl-vae-benchmark")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    return [r for r in runs if "cell_key" in r.data.tags]
+
+
+@pytest.fixture
+def failing_method():
+    class AlwaysFails(Method):
+        name = "always-fails"
+        description = "raises in fit, to test failure handling"
+
+        def fit(self, data):
+            raise RuntimeError("deliberate failure")
+
+        def predict(self, x):
+            return np.zeros(len(x), dtype=int)
+
+    yield AlwaysFails
+    REGISTRY.pop("always-fails")
+
+
+def test_grid_logs_every_cell_resumes_and_reports(
+    tiny_data: Path, stores: dict, tmp_path: Path
+) -> None:
+    assert main(grid_args(tiny_data, stores)) == 0
+    runs = child_runs(stores)
+    assert len(runs) == 16 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert {"method", "dataset", "n_labels", "seed"} <= set(run.data.params)
+        assert {
+            "test_accuracy",
+            "test_macro_precision",
+            "test_macro_recall",
+            "test_macro_f1",
+            "fit_seconds",
+            "vae_train_seconds",
+        } <= set(run.data.metrics)
+        assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+        assert {"cell_key", "git_commit", "mlflow.parentRunId"} <= set(run.data.tags)
+        if run.data.params["method"] != "pixel-svm":
+            assert run.data.params["latent_dim"] == "10" and run.data.params["vae_epochs"] == "2"
+    assert len({r.data.tags["cell_key"] for r in runs}) == 16
+    # one VAE per (dataset, seed), shared by every VAE method and budget
+    assert len(list(Path(stores["--vae-cache-dir"]).glob("vae-*.pt"))) == 2
+    trained = [r for r in runs if r.data.metrics["vae_train_seconds"] > 0]
+    assert len(trained) == 2
+    client = MlflowClient(stores["--tracking-uri"])
+    names = {a.path for a in client.list_artifacts(trained[0].info.run_id)}
+    assert {"confusion_matrix.csv", "confusion_matrix.png", "vae"} <= names
+    gmm = [r for r in runs if r.data.params["method"] == "vae-gmm"]
+    assert all(
+        {"test_nmi", "test_ari", "test_cluster_accuracy"} <= set(r.data.metrics) for r in gmm
+    )
+    # the tiny data is learnable: the pixel SVM must be far above chance
+    pixel = [
+        r.data.metrics["test_accuracy"] for r in runs if r.data.params["method"] == "pixel-svm"
+    ]
+    assert min(pixel) > 0.5
+
+    # resume: nothing is redone and no new cell run appears
+    assert main(grid_args(tiny_data, stores)) == 0
+    assert len(child_runs(stores)) == 16
+
+    # the report's mean ± std is the plain mean and sample std over seeds
+    summary = pd.read_csv(Path(stores["--results-dir"]) / "summary.csv")
+    acc = [
+        r.data.metrics["test_accuracy"] * 100
+        for r in runs
+        if r.data.params["method"] == "vae-rbf-svm" and r.data.params["n_labels"] == "40"
+    ]
+    row = summary[(summary.method == "vae-rbf-svm") & (summary.n_labels == 40)].iloc[0]
+    assert row.n_seeds == 2
+    assert row.accuracy_mean == pytest.approx(np.mean(acc), abs=1e-3)
+    assert row.accuracy_std == pytest.approx(np.std(acc, ddof=1), abs=1e-3)
+    table = (Path(stores["--results-dir"]) / "summary.md").read_text()
+    assert f"{np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f}" in table
+    assert (Path(stores["--results-dir"]) / "accuracy_vs_labels.png").stat().st_size > 1000
+
+
+def test_same_seed_same_scores_on_cpu(tiny_data: Path, stores: dict, tmp_path: Path) -> None:
+    other = {
+        **stores,
+        "--tracking-uri": f"sqlite:///{tmp_path}/b/mlflow.db",
+        "--storage": f"sqlite:///{tmp_path}/b/optuna.db",
+        "--vae-cache-dir": str(tmp_path / "b-cache"),
+    }
+    scores = []
+    for options in (stores, other):
+        assert main(grid_args(tiny_data, options, methods="vae-rbf-svm", **{"--seeds": "3"})) == 0
+        scores.append(
+            sorted(
+                (r.data.tags["cell_key"], r.data.metrics["test_accuracy"])
+                for r in child_runs(options)
+            )
+        )
+    assert scores[0] == scores[1]
+
+
+def test_failed_cell_does_not_stop_the_grid(
+    tiny_data: Path, stores: dict, failing_method: type, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(grid_args(tiny_data, stores, methods="pixel-svm,always-fails")) == 1
+    runs = child_runs(stores)
+    status = {(r.data.params["method"], r.info.status) for r in runs}
+    assert status == {("pixel-svm", "FINISHED"), ("always-fails", "FAILED")}
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 4 and "deliberate failure" in failed[0].data.tags["error"]
+    assert "4 cell(s) failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--methods", "vae-svn", "Unknown method 'vae-svn'. Available:"),
+        ("--datasets", "cifar", "Unknown dataset 'cifar'"),
+        ("--labels", "95", "multiple of the 10 classes"),
+        ("--seeds", "-1", "non-negative"),
+        ("--params", "best", "--params 'best'"),
+    ],
+)
+def test_bad_input_exits_2_before_training(
+    tiny_data: Path,
+    stores: dict,
+    option: str,
+    value: str,
+    message: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(grid_args(tiny_data, stores, **{option: value})) == 2
+    assert message in capsys.readouterr().err
+    assert not Path(stores["--vae-cache-dir"]).exists()
+
+
+def test_kill_9_then_rerun_completes_with_one_run_per_cell(tiny_data: Path, stores: dict) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        *grid_args(tiny_data, stores, methods="vae-rbf-svm,pixel-svm", **{"--seeds": "0,1,2"}),
+    ]
+    env = {**os.environ, "BENCHMARK_HEARTBEAT_SECONDS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if any(r.info.status == "FINISHED" for r in child_runs(stores)):
+                break
+        except Exception:  # the store may not exist yet
+            pass
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert subprocess.run(args, env=env, capture_output=True, timeout=300).returncode == 0
+    finished = [r.data.tags["cell_key"] for r in child_runs(stores) if r.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 12
+    assert not [r for r in child_runs(stores) if r.info.status == "RUNNING"]
