@@ -16,7 +16,6 @@ from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.report import summarize
 from methods.base import REGISTRY, Method
 
 BASELINES = "pixel-svm,vae-gmm,vae-linear-svm,vae-rbf-svm"
