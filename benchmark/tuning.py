@@ -1,0 +1,216 @@
+"""Running a tuning study: persistent, resumable, seeded, and tracked in MLflow.
+
+The study is stored in an Optuna RDB storage (SQLite under mlruns/ by default, PostgreSQL for
+several machines) under a name derived from the request, so the same command continues it.
+Heartbeats fail the trial of a process that died; it is retried with the same parameters. The
+TPE sampler is re-seeded before every trial from (seed, trials already in the study), so a
+single process is reproducible and a continued study does not replay its first points.
+
+Pruning: a trial that trains a new VAE reports the VAE's ELBO per epoch (see
+`benchmark.tuning_objective`). The pruner stops it only if, at that epoch, it is below the
+lowest quarter of the finished trials that trained a VAE. The ELBO is not the objective (a
+larger latent dimension can fit better without classifying better), so only clear laggards
+are cut, never the lower half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.pruners import PercentilePruner
+from optuna.samplers import TPESampler
+from optuna.trial import FrozenTrial
+
+import methods
+from benchmark import tuning_outputs as outputs
+from benchmark.devices import resolve_device
+from benchmark.errors import UsageError
+from benchmark.execute import Workspace
+from benchmark.runner import open_storage
+from benchmark.splits import balanced_split
+from benchmark.tracking import Tracker
+from benchmark.tune import TuneRequest
+from benchmark.tuning_objective import (
+    CVTask,
+    TrialFailed,
+    VAESource,
+    make_objective,
+    stratified_folds,
+)
+from methods.vae_cache import VAECache
+
+KEEP_PERCENTILE = 75.0  # prune only below the 25th percentile of finished trials' ELBOs
+PRUNER_STARTUP_TRIALS = 5
+PRUNER_MIN_TRIALS = 3
+
+
+def make_pruner(epochs: int) -> PercentilePruner:
+    return PercentilePruner(
+        KEEP_PERCENTILE,
+        n_startup_trials=PRUNER_STARTUP_TRIALS,
+        n_warmup_steps=max(1, epochs // 4),
+        n_min_trials=PRUNER_MIN_TRIALS,
+    )
+
+
+def make_sampler(seed: int, n_existing: int) -> TPESampler:
+    """A TPE sampler whose seed depends on the trials already run, never repeating a stream."""
+    derived = int(np.random.SeedSequence([seed, n_existing]).generate_state(1)[0])
+    return TPESampler(seed=derived, multivariate=True)
+
+
+def redacted(url: str) -> str:
+    """A storage URL without its password, safe to log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse; open_storage will say so
+        return url
+
+
+def open_study(
+    storage: Any, request: TuneRequest, settings: dict[str, Any], epochs: int
+) -> optuna.Study:
+    """Create or continue the study; refuse to continue one started with other settings."""
+    study = optuna.create_study(
+        study_name=request.study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        pruner=make_pruner(epochs),
+    )
+    stored = study.user_attrs.get("tune_settings")
+    if stored is None:
+        study.set_user_attr("tune_settings", settings)
+    elif stored != settings:
+        differ = sorted(
+            k for k in settings.keys() | stored.keys() if stored.get(k) != settings.get(k)
+        )
+        was = ", ".join(f"{k}={stored.get(k)!r}" for k in differ)
+        now = ", ".join(f"{k}={settings.get(k)!r}" for k in differ)
+        raise UsageError(
+            f"Study {request.study_name!r} was started with {was}, but this call has {now}."
+            " Repeat the original options to continue it, or pass --study-name NEW to start"
+            " a separate study."
+        )
+    if "uid" not in study.user_attrs:  # tells this study's MLflow runs from a deleted namesake's
+        study.set_user_attr("uid", uuid.uuid4().hex)
+    return study
+
+
+def build_task(
+    request: TuneRequest, args: argparse.Namespace, progress: bool
+) -> tuple[CVTask, str]:
+    """Load the training split only, draw the labeled budget and its folds."""
+    device = resolve_device(args.device)
+    ws = Workspace(args.data_dir, device, VAECache(args.vae_cache_dir), progress)
+    x, y, fingerprint = ws.train_arrays(request.dataset, request.subset)
+    split = balanced_split(y, request.n_labels, request.seed, request.dataset)
+    cls = methods.get(request.method)
+    vaes = (
+        VAESource(x, fingerprint, request.seed, device, ws.cache, progress)
+        if cls.uses_vae
+        else None
+    )
+    identity = {
+        "method": request.method,
+        "dataset": request.dataset,
+        "n_labels": request.n_labels,
+        "seed": request.seed,
+        "subset": request.subset,
+        "cv_folds": request.folds,
+        "device": str(device),
+    }
+    task = CVTask(
+        method=cls,
+        base_params=request.base_params,
+        x=x,
+        split=split,
+        folds=stratified_folds(split.labels, request.folds, request.seed),
+        n_classes=ws.dataset(request.dataset).spec.n_classes,
+        seed=request.seed,
+        device=device,
+        vaes=vaes,
+        identity=identity,
+        progress=progress,
+    )
+    return task, fingerprint
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    seed: int,
+    callback: Callable[[optuna.Study, FrozenTrial], None],
+) -> None:
+    """Run n_trials trials one at a time, re-seeding the sampler before each.
+
+    A failing trial is recorded (FAIL in Optuna, FAILED in MLflow) and the study goes on.
+    """
+    for _ in range(n_trials):
+        study.sampler = make_sampler(seed, len(study.get_trials(deepcopy=False)))
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[callback])
+
+
+def study_settings(request: TuneRequest, fingerprint: str) -> dict[str, Any]:
+    """What must not change while a study continues: it would change the objective."""
+    return {
+        "method": request.method,
+        "dataset": request.dataset,
+        "n_labels": request.n_labels,
+        "seed": request.seed,
+        "epochs": request.epochs,
+        "subset": request.subset,
+        "cv_folds": request.folds,
+        "train_fingerprint": fingerprint,
+    }
+
+
+def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
+    progress = sys.stderr.isatty()
+    task, fingerprint = build_task(request, args, progress)
+    settings = study_settings(request, fingerprint)
+    tracker = Tracker(args.tracking_uri, args.experiment)
+    epochs = int(request.base_params.get("vae_epochs", request.base_params.get("epochs", 1)))
+    study = open_study(open_storage(args.storage, tracker), request, settings, epochs)
+    parent = outputs.parent_run(
+        tracker, study, f"tune {request.label}", {**settings, "storage": redacted(args.storage)}
+    )
+    tracker.set_tags(parent, {"command": " ".join(sys.argv)})
+    print(
+        f"study {request.study_name!r}: {len(study.trials)} earlier trial(s); running"
+        f" {request.n_trials} more ({request.folds}-fold CV on the {request.n_labels} labeled"
+        " images; the test set is not read)"
+    )
+    status = "KILLED"
+    try:
+        objective = make_objective(task, tracker, parent, request.study_name)
+        callback = outputs.history_callback(tracker, parent)
+        optimize(study, objective, request.n_trials, request.seed, callback)
+        path = outputs.summarise(tracker, parent, study, request, settings, Path(args.results_dir))
+        status = "FINISHED"
+    finally:
+        tracker.finish(parent, status)
+    if path is None:
+        print(
+            f"error: no trial of study {request.study_name!r} completed; see the FAILED child"
+            " runs' `error` tags in MLflow.",
+            file=sys.stderr,
+        )
+        return 1
+    best = study.best_trial
+    print(
+        f"best CV accuracy {best.value:.4f} (trial {best.number} of {len(study.trials)}):"
+        f" {best.params}\nwrote {path}; `run --params tuned --results-dir {args.results_dir}`"
+        " uses it."
+    )
+    return 0

@@ -1,0 +1,216 @@
+"""The `tune` command: CV inside the budget, resumable studies, MLflow layout, tuned file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from conftest import flatten, make_fake_dataset
+
+import methods
+from benchmark import tracking
+from benchmark.cli import main
+from benchmark.tuning_objective import VAESource, stratified_folds
+from methods.base import REGISTRY, Method
+from methods.vae import VAEConfig, train_vae
+from methods.vae_cache import VAECache
+
+TUNE = ["tune", "--method", "vae-rbf-svm", "--dataset", "fashion-mnist", "--labels", "30"]
+
+
+def _remove_test_files(data: Path) -> None:
+    for path in data.glob("*/raw/t10k-*"):
+        path.unlink()
+
+
+def _runs(stores: dict[str, str], query: str) -> list:
+    return list(tracking.Tracker(stores["--tracking-uri"]).runs(query))
+
+
+def _study(stores: dict[str, str], name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=stores["--storage"])
+
+
+def _simulate_dead_worker(study: optuna.Study) -> dict:
+    """A trial that started, beat once, and whose process then vanished."""
+    trial = study.ask()
+    methods.get("vae-rbf-svm").search_space(trial)
+    study._storage.record_heartbeat(trial._trial_id)
+    return dict(trial.params)
+
+
+@pytest.mark.slow
+def test_study_without_test_files_resumes_and_feeds_run(
+    tiny_data: Path, stores: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("BENCHMARK_HEARTBEAT_SECONDS", "1")
+    _remove_test_files(tiny_data)
+    common = ["--epochs", "1", "--data-dir", str(tiny_data), *flatten(stores)]
+    assert main([*TUNE, "--trials", "3", *common]) == 0
+
+    name = "tune-vae-rbf-svm-fashion-mnist-30-seed0"
+    study = _study(stores, name)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    tuned_file = Path(stores["--results-dir"]) / "tuned" / "vae-rbf-svm-fashion-mnist-30.json"
+    tuned = json.loads(tuned_file.read_text())
+    assert tuned["study_name"] == name and tuned["n_trials"] == 3 and tuned["seed"] == 0
+    assert tuned["cv_accuracy"] == pytest.approx(study.best_value)
+    assert tuned["params"]["latent_dim"] == study.best_params["latent_dim"]
+
+    dead_params = _simulate_dead_worker(study)
+    time.sleep(3.5)  # past the grace period of 3 heartbeats
+    assert main([*TUNE, "--trials", "2", *common]) == 0
+    trials = _study(stores, name).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[4].params == dead_params  # the dead trial was retried as it was
+    assert trials[5].params != trials[0].params  # re-seeded sampler: no replay of trial 0
+
+    parents = _runs(stores, f"tags.kind = 'tune-study' and tags.study_name = '{name}'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = _runs(stores, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2, 4, 5]
+    assert all("cv_accuracy" in r.data.metrics for r in children)
+    assert json.loads(parents[0].data.tags["best_params"]) == _study(stores, name).best_params
+
+    # Settings that would change the objective do not silently join the study.
+    assert main([*TUNE, "--trials", "1", *common[2:], "--epochs", "2"]) == 2
+    assert "was started with epochs=1" in capsys.readouterr().err
+
+    make_fake_dataset(tiny_data, "FashionMNIST")  # the same images, now with the test files
+    cached = sorted((Path(stores["--vae-cache-dir"])).glob("*.pt"))
+    run = ["run", "--methods", "vae-rbf-svm", "--datasets", "fashion-mnist", "--labels", "30"]
+    assert main([*run, "--seeds", "0", "--params", "tuned", *common[2:]]) == 0
+    cell = _runs(stores, "tags.cell_key != ''")
+    assert len(cell) == 1
+    assert cell[0].data.tags["param_source"] == f"tuned:{tuned_file}"
+    latest = json.loads(tuned_file.read_text())["params"]
+    assert float(cell[0].data.params["C"]) == pytest.approx(latest["C"])
+    assert int(cell[0].data.params["latent_dim"]) == latest["latent_dim"]
+    assert sorted(Path(stores["--vae-cache-dir"]).glob("*.pt")) == cached  # tuned VAE reused
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--method": "vae-svn"}, "Unknown method 'vae-svn'"),
+        ({"--dataset": "cifar"}, "Unknown dataset 'cifar'"),
+        ({"--labels": "10"}, "at least 2 per class"),
+        ({"--labels": "35"}, "multiple of the 10 classes"),
+        ({"--trials": "0"}, "--trials 0 must be at least 1"),
+        ({"--subset": "20"}, "--subset 20 is smaller than the budget"),
+    ],
+)
+def test_bad_input_exits_2_before_anything_is_created(
+    tiny_data: Path, stores: dict[str, str], tmp_path: Path, capsys, change, message
+) -> None:
+    options = {"--method": "vae-rbf-svm", "--dataset": "mnist", "--labels": "30", **change}
+    argv = ["tune", *flatten(options), "--data-dir", str(tiny_data), *flatten(stores)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "vae-cache").exists()
+
+
+def test_method_without_search_space_is_refused(tiny_data: Path, stores, capsys) -> None:
+    class Untunable(Method):
+        name = "untunable-for-test"
+        description = "a method with nothing to tune"
+
+        def fit(self, data):  # pragma: no cover - never reached
+            raise AssertionError("tune must refuse before fitting")
+
+        def predict(self, x):  # pragma: no cover
+            raise AssertionError
+
+    try:
+        argv = ["tune", "--method", Untunable.name, "--dataset", "mnist", "--labels", "30"]
+        assert main([*argv, "--data-dir", str(tiny_data), *flatten(stores)]) == 2
+        assert "declares no search space" in capsys.readouterr().err
+    finally:
+        REGISTRY.pop(Untunable.name)
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(
+    tiny_data: Path, stores: dict[str, str], capsys
+) -> None:
+    class Broken(Method):
+        name = "broken-for-test"
+        description = "a method whose fit always raises"
+        defaults = {"C": 1.0}
+
+        @classmethod
+        def search_space(cls, trial):
+            return {"C": trial.suggest_float("C", 0.1, 10.0, log=True)}
+
+        def fit(self, data):
+            raise ValueError("fit exploded")
+
+        def predict(self, x):  # pragma: no cover
+            raise AssertionError
+
+    try:
+        argv = ["tune", "--method", Broken.name, "--dataset", "mnist", "--labels", "30"]
+        assert main([*argv, "--trials", "2", "--data-dir", str(tiny_data), *flatten(stores)]) == 1
+        out, err = capsys.readouterr()
+        assert "trial 1: fail: ValueError: fit exploded" in out
+        assert "no trial of study" in err
+        runs = _runs(stores, "tags.kind = 'tune-trial'")
+        assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+        assert all(r.data.tags["error"] == "ValueError: fit exploded" for r in runs)
+        assert not (Path(stores["--results-dir"]) / "tuned").exists()
+    finally:
+        REGISTRY.pop(Broken.name)
+
+
+def test_folds_are_stratified_and_cover_the_budget_once() -> None:
+    labels = np.repeat(np.arange(10), 3)
+    folds = stratified_folds(labels, 3, seed=0)
+    held = np.concatenate([h for _, h in folds])
+    assert sorted(held) == list(range(30))
+    for fit, h in folds:
+        assert np.bincount(labels[h], minlength=10).tolist() == [1] * 10
+        assert not set(fit) & set(h)
+    again = stratified_folds(labels, 3, seed=0)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+
+
+def _images(n: int = 256) -> np.ndarray:
+    return np.random.default_rng(0).random((n, 64), dtype=np.float32)
+
+
+def test_monitoring_leaves_vae_weights_bit_identical() -> None:
+    """The cache key ignores the monitor, so monitored training must not change the weights."""
+    x = _images()
+    config = VAEConfig(latent_dim=3, hidden=(16,), epochs=2, batch_size=64)
+    source = VAESource(x, "fp", 1, torch.device("cpu"), VAECache("unused"), progress=False)
+    seen = []
+    monitored = train_vae(
+        source.x,
+        config,
+        1,
+        on_epoch=lambda e, loss, m: seen.append(source.monitor_elbo(m)),
+        progress=False,
+    )
+    plain = train_vae(torch.from_numpy(x), config, 1, progress=False)
+    a, b = monitored.model.state_dict(), plain.model.state_dict()
+    assert len(seen) == 2 and seen[1] > seen[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pruned_vae_reports_its_elbo_and_is_not_cached(tmp_path: Path) -> None:
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.0)
+    )  # an ELBO is negative: every check prunes
+    trial = study.ask()
+    cache = VAECache(tmp_path / "cache")
+    source = VAESource(_images(), "fp", 0, torch.device("cpu"), cache, progress=False)
+    provide = source.provider(trial, lambda name, value, step: None)
+    with pytest.raises(optuna.TrialPruned):
+        provide(VAEConfig(latent_dim=3, hidden=(16,), epochs=3, batch_size=64))
+    assert list(study._storage.get_trial(trial._trial_id).intermediate_values) == [0]
+    assert not list((tmp_path / "cache").glob("*.pt"))
