@@ -178,7 +178,6 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
 
 def work(options: RunOptions, study_name_: str, bar: tqdm | None = None) -> None:
     """Pop and run cells until the queue is empty and no other worker holds one."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tracker = Tracker(options.tracking_uri, options.experiment)
     study = optuna.load_study(
         study_name=study_name_, storage=open_storage(options.storage, tracker)
