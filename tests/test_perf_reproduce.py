@@ -1,0 +1,108 @@
+"""The perf and reproduce commands run on tiny data and write well-formed output (no timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import flatten
+
+from benchmark import cli, published, reproduce
+
+PERF_KEYS = (
+    "vae_epoch_seconds",
+    "plain_epoch_seconds",
+    "vae_epoch_ratio",
+    "grid_cold_seconds",
+    "grid_warm_seconds",
+    "peak_rss_mb",
+)
+
+
+@pytest.mark.slow
+def test_perf_quick_prints_numeric_json_and_writes_table(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    argv = ["perf", "--quick", "--json", "--device", "cpu", "--data-dir", str(tiny_data)]
+    code = cli.main([*argv, "--results-dir", str(results)])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in PERF_KEYS:
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0
+    assert result["vae_epoch_ratio"] == pytest.approx(
+        result["vae_epoch_seconds"] / result["plain_epoch_seconds"]
+    )
+    timed = {(t["method"], t["n_labels"]) for t in result["method_timings"]}
+    assert ("pixel-svm", 100) in timed and ("vae-rbf-svm", 100) in timed
+    text = (results / "perf.md").read_text()
+    assert "Ratio harness / plain" in text and "| vae-rbf-svm | 100 |" in text
+    assert not (tmp_path / "mlruns").exists()  # perf keeps its stores in a temp directory
+
+
+@pytest.mark.slow
+def test_reproduce_writes_comparison_and_reuses_finished_cells(
+    tiny_data: Path, tmp_path: Path, stores: dict[str, str], capsys
+) -> None:
+    argv = ["reproduce", "--datasets", "fashion-mnist", "--methods", "vae-linear-svm,pixel-svm"]
+    argv += ["--labels", "100", "--seeds", "0", "--epochs", "1", "--subset", "300"]
+    argv += ["--device", "cpu", "--data-dir", str(tiny_data), *flatten(stores)]
+    assert cli.main(argv) == 0
+    text = (Path(stores["--results-dir"]) / "reproduction.md").read_text()
+    header = "| published | ours | labels | published % | ours % | difference |"
+    assert header in text
+    row = next(line for line in text.splitlines() if line.startswith("| VAE + LinearSVC |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["VAE + LinearSVC", "vae-linear-svm", "100", "66.20"]
+    ours = float(cells[4].split(" ± ")[0])
+    assert float(cells[5]) == pytest.approx(ours - 66.2, abs=0.051)
+    assert "60000 (ours: 100)" in text and "89.70" in text
+    assert "- **VAE + LinearSVC** vs `vae-linear-svm` (seed): ours is" in text
+    capsys.readouterr()
+    assert cli.main(argv) == 0  # second time: every cell is reused from MLflow
+    assert "2 of 2 cells already have a FINISHED run" in capsys.readouterr().out
+
+
+def test_missing_method_row_says_so() -> None:
+    rows = published.rows(["mnist"], ["m2", "vae-rbf-svm"])
+    empty = pd.DataFrame()
+    text = reproduce.render(rows, empty, {"vae-rbf-svm"}, "seeds 0", {})
+    assert "`m2` is not in the method registry yet" in text
+    assert "| M2 | m2 | 100 | 88.03 ± 1.71 | – | – |" in text
+    assert "no FINISHED `vae-rbf-svm` runs at the published budgets yet" in text
+
+
+def test_shortfall_sentence_comes_from_the_measured_gap() -> None:
+    row = published.rows(["fashion-mnist"], ["vae-rbf-svm"])[0]
+    summary = pd.DataFrame(
+        {
+            "method": ["vae-rbf-svm"] * 2,
+            "dataset": ["fashion-mnist"] * 2,
+            "n_labels": [100, 600],
+            "n_seeds": [5, 5],
+            "accuracy_mean": [64.0, 70.0],
+            "accuracy_std": [1.0, 1.0],
+        }
+    )
+    ours = reproduce._ours(summary, "vae-rbf-svm", "fashion-mnist")
+    text = reproduce.verdict(row, ours, {"vae-rbf-svm"}, ["only 2 epochs"])
+    assert "below it at 100 (-0.8), 600 (-6.3) labels" in text
+    assert "only 2 epochs; the published figure is a single run." in text
+    assert "within twice the spread (2.0 points)" in text and "(at 100)" in text
+    assert "exceeds twice the spread (2.0 points): a real shortfall (at 600)" in text
+    summary["accuracy_mean"] = [70.0, 80.0]
+    better = reproduce._ours(summary, "vae-rbf-svm", "fashion-mnist")
+    assert "above it at every compared budget" in reproduce.verdict(
+        row, better, {"vae-rbf-svm"}, []
+    )
+
+
+def test_kingma_errors_are_stored_as_accuracy() -> None:
+    m1m2 = next(r for r in published.ROWS if r.name == "M1 + M2")
+    assert m1m2.accuracy == {100: 96.67, 600: 97.41, 1000: 97.6, 3000: 97.82}
+    assert m1m2.std[100] == 0.14 and not m1m2.single_run
+    assert {r.kind for r in published.ROWS} <= set(published.KINDS)
