@@ -7,10 +7,13 @@ TPE sampler is re-seeded before every trial from (seed, trials already in the st
 single process is reproducible and a continued study does not replay its first points.
 
 Pruning: a trial that trains a new VAE reports the VAE's ELBO per epoch (see
-`benchmark.tuning_objective`). The pruner stops it only if, at that epoch, it is below the
-lowest quarter of the finished trials that trained a VAE. The ELBO is not the objective (a
-larger latent dimension can fit better without classifying better), so only clear laggards
-are cut, never the lower half.
+`benchmark.tuning_objective`). The pruner stops it only if, at that epoch, its ELBO is more
+than 1% below that of every finished trial that trained a VAE. The ELBO is not the objective:
+on Fashion-MNIST (100 labels, 10 epochs) latent dimensions 5 to 58 were within about 1 nat of
+each other at every epoch while their CV accuracy ranged from 0.29 to 0.65 (driven by C and
+gamma), and a bottom-quarter percentile rule pruned 8 of 20 trials on that noise, its threshold
+rising as only survivors finish. A margin below the worst finished trial cuts only clear
+laggards (latent 2 was 17 nats behind).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.pruners import PercentilePruner
+from optuna.pruners import BasePruner
 from optuna.samplers import TPESampler
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 import methods
 from benchmark import tuning_outputs as outputs
@@ -46,18 +49,40 @@ from benchmark.tuning_objective import (
 )
 from methods.vae_cache import VAECache
 
-KEEP_PERCENTILE = 75.0  # prune only below the 25th percentile of finished trials' ELBOs
-PRUNER_STARTUP_TRIALS = 5
-PRUNER_MIN_TRIALS = 3
+
+class LaggardPruner(BasePruner):
+    """Prune a trial whose value at a step is clearly below every finished trial's (maximizing).
+
+    Unlike a percentile rule, its threshold never rises as the study goes on: adding finished
+    trials can only lower the worst of them.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.01,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 1,
+        n_min_trials: int = 3,
+    ) -> None:
+        self.margin = margin
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.n_min_trials = n_min_trials
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        values = [t.intermediate_values[step] for t in finished if step in t.intermediate_values]
+        if len(finished) < self.n_startup_trials or len(values) < self.n_min_trials:
+            return False
+        floor = min(values)
+        return trial.intermediate_values[step] < floor - self.margin * abs(floor)
 
 
-def make_pruner(epochs: int) -> PercentilePruner:
-    return PercentilePruner(
-        KEEP_PERCENTILE,
-        n_startup_trials=PRUNER_STARTUP_TRIALS,
-        n_warmup_steps=max(1, epochs // 4),
-        n_min_trials=PRUNER_MIN_TRIALS,
-    )
+def make_pruner(epochs: int) -> LaggardPruner:
+    return LaggardPruner(n_warmup_steps=max(1, epochs // 4))
 
 
 def make_sampler(seed: int, n_existing: int) -> TPESampler:

@@ -15,6 +15,7 @@ from conftest import flatten, make_fake_dataset
 import methods
 from benchmark import tracking
 from benchmark.cli import main
+from benchmark.tuning import LaggardPruner
 from benchmark.tuning_objective import VAESource, stratified_folds
 from methods.base import REGISTRY, Method
 from methods.vae import VAEConfig, train_vae
@@ -214,3 +215,24 @@ def test_pruned_vae_reports_its_elbo_and_is_not_cached(tmp_path: Path) -> None:
         provide(VAEConfig(latent_dim=3, hidden=(16,), epochs=3, batch_size=64))
     assert list(study._storage.get_trial(trial._trial_id).intermediate_values) == [0]
     assert not list((tmp_path / "cache").glob("*.pt"))
+
+
+def test_pruner_cuts_only_clear_laggards_behind_every_finished_trial() -> None:
+    study = optuna.create_study(direction="maximize", pruner=LaggardPruner(n_warmup_steps=1))
+    curves = [-250.0, -251.0, -252.0, -250.5]
+    for floor in curves:
+        study.add_trial(optuna.create_trial(value=0.5, intermediate_values={0: -300, 2: floor}))
+
+    def prunes(values: dict[int, float]) -> bool:
+        trial = study.ask()
+        for step, value in values.items():
+            trial.report(value, step)
+        verdict = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return verdict
+
+    assert not prunes({2: -270.0})  # fewer than 5 finished trials: no pruning yet
+    study.add_trial(optuna.create_trial(value=0.5, intermediate_values={2: -249.0}))
+    assert prunes({2: -270.0})
+    assert not prunes({2: -253.0})  # behind every one, but within 1%: noise, not a laggard
+    assert not prunes({0: -400.0})  # warm-up step
