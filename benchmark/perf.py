@@ -115,22 +115,31 @@ def time_epochs(x: torch.Tensor, config: VAEConfig, repeats: int) -> dict[str, A
     }
 
 
-def time_grid(args: argparse.Namespace, store: Path, cache: Path, labels: list[int]) -> float:
-    """Wall seconds of `python -m benchmark run` on the baselines, with fresh tracking stores."""
-    from benchmark import cli, study  # cli imports this module while building its parser
+def grid_run_args(
+    args: argparse.Namespace, store: Path, cache: Path, labels: list[int]
+) -> argparse.Namespace:
+    """The `run` command for the baseline grid, parsed by the real CLI (so checked up front)."""
+    from benchmark import cli  # cli imports this module while building its parser
 
     argv = ["run", "--methods", ",".join(BASELINES), "--datasets", args.dataset, "--seeds", "0"]
     argv += ["--labels", ",".join(map(str, labels)), "--epochs", str(args.epochs)]
-    argv += ["--device", args.device, "--subset", str(args.subset), "--vae-cache-dir", str(cache)]
+    argv += ["--device", args.device, "--vae-cache-dir", str(cache)]
+    argv += ["--subset", str(args.subset)] if args.subset else []
     argv += ["--tracking-uri", f"sqlite:///{store}/mlflow.db"]
     argv += ["--storage", f"sqlite:///{store}/optuna.db", "--results-dir", str(store / "results")]
-    if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
+    argv += ["--data-dir", args.data_dir] if args.data_dir else []
+    return cli.build_parser().parse_args(argv)
+
+
+def time_grid(run_args: argparse.Namespace) -> float:
+    """Wall seconds of `python -m benchmark run`, end to end."""
+    from benchmark import study
+
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # keep --json output a single object
-        code = study.run(cli.build_parser().parse_args(argv))
+        code = study.run(run_args)
     if code != 0:
-        raise RuntimeError(f"perf grid failed (exit {code}); run `python -m benchmark {argv}`.")
+        raise RuntimeError(f"The perf grid run failed (exit {code}); see the messages above.")
     return time.perf_counter() - start
 
 
@@ -215,7 +224,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     labels = [n for n in grid.DEFAULT_LABELS if not args.subset or n <= args.subset]
     result: dict[str, Any] = _describe(args, device, labels)
     with tempfile.TemporaryDirectory(prefix="benchmark-perf-") as tmp:
-        ws = Workspace(args.data_dir, device, VAECache(Path(tmp) / "vae-cache"), progress=False)
+        cache = Path(tmp) / "vae-cache"
+        runs = {k: grid_run_args(args, Path(tmp) / k, cache, labels) for k in ("cold", "warm")}
+        ws = Workspace(args.data_dir, device, VAECache(cache), progress=False)
         x = ws.train_arrays(args.dataset, 0)[0][: args.epoch_rows]  # None: every row
         result["epoch_rows"] = len(x)
         result.update(
@@ -223,9 +234,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        cache = Path(tmp) / "vae-cache"
-        result["grid_cold_seconds"] = time_grid(args, Path(tmp) / "cold", cache, labels)
-        result["grid_warm_seconds"] = time_grid(args, Path(tmp) / "warm", cache, labels)
+        result["grid_cold_seconds"] = time_grid(runs["cold"])
+        result["grid_warm_seconds"] = time_grid(runs["warm"])
         fit_budgets = [n for n in FIT_BUDGETS if n <= args.fit_subset]
         result["method_timings"] = time_methods(ws, args, names, fit_budgets)
     result["peak_rss_mb"] = peak_rss_mb()

@@ -24,6 +24,7 @@ SEED_LINEAR = (
     "Seed recipe: VAE (Xavier init, Adam) + LinearSVC(random_state=0, tol=1e-5), single run"
 )
 KINDS = ("seed", "paper", "reference")
+ALL_LABELS = 60000  # the budget of the "reference" rows: every training image labelled
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ ROWS: tuple[PublishedRow, ...] = (
         "Raw-pixel RBF SVC, all labels",
         XIAO_2017,
         "reference",
-        {60000: 89.7},
+        {ALL_LABELS: 89.7},
         note="Upper reference: every training image labelled.",
     ),
     PublishedRow(
@@ -115,7 +116,7 @@ ROWS: tuple[PublishedRow, ...] = (
         "Raw-pixel RBF SVC, all labels",
         XIAO_2017,
         "reference",
-        {60000: 97.3},
+        {ALL_LABELS: 97.3},
         note="Upper reference: every training image labelled.",
     ),
 )

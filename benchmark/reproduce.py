@@ -144,8 +144,30 @@ def _budgets(items: list[tuple[int, float]]) -> str:
     return ", ".join(f"{n} ({d:+.1f})" for n, d in items) + " labels"
 
 
+def _best(summary: pd.DataFrame, dataset: str) -> dict[int, tuple[str, float]]:
+    """Our best method and its mean accuracy per budget on a dataset."""
+    if summary.empty:
+        return {}
+    part = summary[summary["dataset"] == dataset]
+    top = part.loc[part.groupby("n_labels")["accuracy_mean"].idxmax()]
+    return {int(r.n_labels): (r.method, float(r.accuracy_mean)) for r in top.itertuples()}
+
+
+def _others(row: published.PublishedRow, below: list, best: dict) -> list[str]:
+    """Where another method of ours does beat the published figure that this one misses."""
+    wins: dict[str, list[str]] = {}
+    for n, _ in below:
+        if n in best and best[n][0] != row.ours and best[n][1] > row.accuracy[n]:
+            wins.setdefault(best[n][0], []).append(f"{n} ({best[n][1]:.1f})")
+    return [f"our `{m}` beats it at {', '.join(at)} labels" for m, at in wins.items()]
+
+
 def verdict(
-    row: published.PublishedRow, ours: dict[int, Ours], registered: set[str], caveats: list[str]
+    row: published.PublishedRow,
+    ours: dict[int, Ours],
+    registered: set[str],
+    caveats: list[str],
+    best: dict[int, tuple[str, float]] | None = None,
 ) -> str:
     """One generated sentence per published row: where ours is above or below, and why."""
     if row.ours not in registered:
@@ -154,7 +176,7 @@ def verdict(
         if not ours:
             return f"no FINISHED `{row.ours}` runs yet."
         n = max(ours)
-        gap = ours[n][0] - row.accuracy[60000]
+        gap = ours[n][0] - row.accuracy[published.ALL_LABELS]
         side = "below" if gap < 0 else "above"
         return f"upper reference (all labels): ours with {n} labels is {abs(gap):.1f} points {side} it."
     pairs = [(n, ours[n][0] - acc) for n, acc in sorted(row.accuracy.items()) if n in ours]
@@ -168,6 +190,7 @@ def verdict(
     for n, d in below:
         reasons.setdefault(_reason(row, n, d, ours[n]), []).append(n)
     why = [f"{text} (at {', '.join(map(str, ns))})" for text, ns in reasons.items()] + caveats
+    why += _others(row, below, best or {})
     if row.single_run:
         why.append("the published figure is a single run")
     text = f"ours is below it at {_budgets(below)}"
@@ -186,9 +209,9 @@ def _table_rows(row: published.PublishedRow, ours: dict[int, Ours]) -> list[str]
     if row.kind == "reference":
         n = max(ours) if ours else None
         mine = _cell(*ours[n]) if n else "–"
-        diff = f"{ours[n][0] - row.accuracy[60000]:+.1f}" if n else "–"
+        diff = f"{ours[n][0] - row.accuracy[published.ALL_LABELS]:+.1f}" if n else "–"
         return [
-            f"| {row.name} | {row.ours} | 60000 (ours: {n or '–'}) | {row.accuracy[60000]:.2f} | {mine} | {diff} |"
+            f"| {row.name} | {row.ours} | {published.ALL_LABELS} (ours: {n or '–'}) | {row.accuracy[published.ALL_LABELS]:.2f} | {mine} | {diff} |"
         ]
     lines = []
     for n in sorted(set(row.accuracy) | set(ours)):
@@ -223,11 +246,12 @@ def render(
         for row in mine:
             parts += _table_rows(row, _ours(summary, row.ours, dataset))
         parts.append("")
+        best = _best(summary, dataset)
         for row in mine:
             found = _ours(summary, row.ours, dataset)
             parts.append(
                 f"- **{row.name}** vs `{row.ours}` ({row.kind}): "
-                f"{verdict(row, found, registered, caveats.get(row.ours, []))}"
+                f"{verdict(row, found, registered, caveats.get(row.ours, []), best)}"
                 + (f" {row.note}" if row.note else "")
                 + f" Source: {row.source}."
             )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import flatten
 
-from benchmark import cli, published, reproduce
+from benchmark import cli, perf, published, reproduce
 
 PERF_KEYS = (
     "vae_epoch_seconds",
@@ -67,6 +67,14 @@ def test_reproduce_writes_comparison_and_reuses_finished_cells(
     assert "2 of 2 cells already have a FINISHED run" in capsys.readouterr().out
 
 
+def test_perf_grid_is_a_valid_run_command_on_the_full_training_set(tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args(["perf", "--data-dir", str(tmp_path)])
+    run = perf.grid_run_args(args, tmp_path / "store", tmp_path / "cache", [100, 3000])
+    assert run.subset == 0 and run.labels == "100,3000" and run.seeds == "0"
+    assert run.methods == ",".join(perf.BASELINES) and run.epochs == args.epochs
+    assert run.tracking_uri == f"sqlite:///{tmp_path}/store/mlflow.db"
+
+
 def test_missing_method_row_says_so() -> None:
     rows = published.rows(["mnist"], ["m2", "vae-rbf-svm"])
     empty = pd.DataFrame()
@@ -94,6 +102,11 @@ def test_shortfall_sentence_comes_from_the_measured_gap() -> None:
     assert "only 2 epochs; the published figure is a single run." in text
     assert "within twice the spread (2.0 points)" in text and "(at 100)" in text
     assert "exceeds twice the spread (2.0 points): a real shortfall (at 600)" in text
+    pixels = {"method": "pixel-svm", "dataset": "fashion-mnist", "n_labels": 600, "n_seeds": 5}
+    with_pixels = pd.concat([summary, pd.DataFrame([pixels | {"accuracy_mean": 78.0}])])
+    best = reproduce._best(with_pixels.assign(accuracy_std=1.0), "fashion-mnist")
+    text = reproduce.verdict(row, ours, {"vae-rbf-svm"}, [], best)
+    assert "our `pixel-svm` beats it at 600 (78.0) labels" in text
     summary["accuracy_mean"] = [70.0, 80.0]
     better = reproduce._ours(summary, "vae-rbf-svm", "fashion-mnist")
     assert "above it at every compared budget" in reproduce.verdict(
