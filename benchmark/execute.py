@@ -47,6 +47,7 @@ class Workspace:
         self.progress = progress
         self._datasets: dict[str, datasets.Dataset] = {}
         self._train: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, str]] = {}
+        self._test: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._tensors: dict[tuple[str, int], torch.Tensor] = {}
         self._vaes: dict[str, VAE] = {}
 
@@ -62,15 +63,22 @@ class Workspace:
             ds = self.dataset(name)
             x, y = ds.features("train"), ds.labels("train")
             if subset:
-                x, y = x[:subset], y[:subset]
+                x, y = x[:subset].copy(), y[:subset]
+            x.setflags(write=False)  # shared by every cell: no method may change it
             fingerprint = ds.fingerprint() + (f"-first{subset}" if subset else "")
             self._train[key] = (x, y, fingerprint)
         return self._train[key]
 
     def test_arrays(self, name: str, subset: int) -> tuple[np.ndarray, np.ndarray]:
-        ds = self.dataset(name)
-        x, y = ds.features("test"), ds.labels("test")
-        return (x[:subset], y[:subset]) if subset else (x, y)
+        key = (name, subset)
+        if key not in self._test:
+            ds = self.dataset(name)
+            x, y = ds.features("test"), ds.labels("test")
+            if subset:
+                x, y = x[:subset].copy(), y[:subset]
+            x.setflags(write=False)
+            self._test[key] = (x, y)
+        return self._test[key]
 
     def split(self, cell: Cell) -> LabeledSplit:
         _, y, _ = self.train_arrays(cell.dataset, cell.subset)

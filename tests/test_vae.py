@@ -96,3 +96,15 @@ def test_corrupt_cache_entry_is_retrained(
     retrained, hit, _ = cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)
     assert not hit and retrained.history
     assert cache.get_or_train(x_small, "fp", SMALL, 0, progress=False)[1]  # healthy again
+
+
+def test_features_of_shared_arrays_are_encoded_once(x_small: torch.Tensor) -> None:
+    trained = train_vae(x_small, SMALL, 0, progress=False)
+    shared = x_small.numpy().copy()
+    shared.setflags(write=False)
+    first = trained.model.latent_means(shared)
+    assert trained.model.latent_means(shared) is first  # remembered
+    assert trained.model.latent_means(shared.copy()) is not first  # writable: recomputed
+    train_vae(x_small, SMALL, 0, model=trained.model, progress=False)  # weights change
+    again = trained.model.latent_means(shared)
+    assert again is not first and not np.array_equal(again, first)
