@@ -117,7 +117,7 @@ def build_grid(
     results_dir: Path = Path("results"),
     subset: int = 0,
 ) -> list[Cell]:
-    """Validate the whole request, then list its cells (VAE-sharing cells next to each other)."""
+    """Validate the whole request, then list its cells."""
     if mode not in PARAM_MODES:
         raise UsageError(f"--params {mode!r} must be one of {', '.join(PARAM_MODES)}.")
     for n in labels:
@@ -130,13 +130,17 @@ def build_grid(
     if subset and subset < max(labels):
         raise UsageError(f"--subset {subset} is smaller than the largest budget {max(labels)}.")
     cells = []
-    for dataset in dataset_names:
-        for seed in seeds:
-            for n_labels in labels:
-                for method in method_names:
-                    params, source = resolve_params(
-                        method, dataset, n_labels, overrides or {}, mode, results_dir
-                    )
+    # Consecutive cells use different (dataset, seed) pairs, so parallel workers train
+    # different VAEs at the same time instead of waiting on each other's cache lock.
+    for n_labels in labels:
+        for method in method_names:
+            params_by_dataset = {
+                d: resolve_params(method, d, n_labels, overrides or {}, mode, results_dir)
+                for d in dataset_names
+            }
+            for seed in seeds:
+                for dataset in dataset_names:
+                    params, source = params_by_dataset[dataset]
                     cells.append(
                         Cell(method, dataset, n_labels, seed, canonical(params), source, subset)
                     )
