@@ -1,0 +1,51 @@
+"""A validation slice carved out of the labeled budget, for training curves and model choice.
+
+Methods that train a network log validation accuracy per epoch. That slice must come out of
+the labels the method was given, never from the test set or from unlabeled images' labels,
+and whatever it is used for, its images are not trained on with their label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from benchmark.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Positions into the labeled arrays: `train` keeps its labels, `val` only scores."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def split_labeled(y_labeled: np.ndarray, fraction: float, seed: int) -> Holdout:
+    """Per class, round(fraction · count) labeled images (at least one if fraction > 0) go to val.
+
+    A class with a single labeled image keeps it for training: a class the model never saw
+    with a label would cost more than a noisier validation curve.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise UsageError(f"val_fraction={fraction} must be in [0, 1); use 0 for no validation.")
+    y_labeled = np.asarray(y_labeled)
+    rng = np.random.default_rng([seed, 7919])  # own stream, independent of the split's
+    val: list[np.ndarray] = []
+    for c in np.unique(y_labeled):
+        members = rng.permutation(np.flatnonzero(y_labeled == c))
+        n_val = 0 if fraction == 0 else max(1, round(fraction * len(members)))
+        val.append(members[: min(n_val, len(members) - 1)])
+    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(len(y_labeled)), val_idx)
+    return Holdout(train_idx, val_idx)
+
+
+@torch.no_grad()
+def accuracy(predict: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of argmax(predict(x)); NaN for an empty slice so curves show a gap."""
+    if len(y) == 0:
+        return float("nan")
+    return float((predict(x).argmax(dim=1) == y).float().mean())

@@ -1,0 +1,294 @@
+"""M2 of Kingma et al. 2014, shared by `m2` (on pixels) and `m1-m2` (on M1 latent features).
+
+Model: p(y) = uniform over the classes; p(z) = N(0, I); p(x | y, z) = Bernoulli(sigmoid(f(y, z)))
+for pixels, or N(f(y, z), diag σ²) with a learned per-feature σ for real-valued features.
+Inference: q(y | x) = Cat(softmax(g(x))), the classifier; q(z | x, y) = N(mu(x, y), diag σ²(x, y)).
+Every network has one Softplus hidden layer, as in Pyro's SS-VAE tutorial.
+
+A labeled image contributes L(x, y) = -E_q[log p(x|y,z)] + KL(q(z|x,y) ‖ p(z)) - log p(y); an
+unlabeled one U(x) = Σ_y q(y|x) L(x, y) - H(q(y|x)), with all classes evaluated in ONE batched
+pass over batch × classes. The auxiliary term alpha · CE(q(y|x), y) on labeled images is what
+makes the classifier learn (Kingma's alpha; Pyro's aux multiplier). Every minibatch mixes
+unlabeled and labeled images, so a budget of 100 labels is seen at every step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from benchmark.devices import seeded_generator
+from benchmark.errors import UsageError
+from methods._holdout import accuracy, split_labeled
+from methods.base import TrainData
+from methods.vae import TrainingDiverged
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass(frozen=True)
+class M2Config:
+    z_dim: int = 50
+    hidden: int = 500
+    epochs: int = 10
+    batch_size: int = 200  # unlabeled images per step
+    labeled_batch_size: int = 100  # labeled images per step, cycled through the budget
+    lr: float = 3e-3
+    alpha: float = 300.0  # weight of a labeled image's cross-entropy next to its ELBO (Pyro: 46)
+    likelihood: str = "bernoulli"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "z_dim": self.z_dim >= 1,
+            "hidden": self.hidden >= 1,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "labeled_batch_size": self.labeled_batch_size >= 1,
+            "lr": self.lr > 0,
+            "alpha": self.alpha >= 0,
+            "likelihood": self.likelihood in LIKELIHOODS,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise UsageError(f"M2 {name}={getattr(self, name)!r} is out of range.")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], likelihood: str) -> M2Config:
+        """The config from a method's flat parameters (names as in the method's defaults)."""
+        return cls(
+            z_dim=int(params["z_dim"]),
+            hidden=int(params["hidden"]),
+            epochs=int(params["epochs"]),
+            batch_size=int(params["batch_size"]),
+            labeled_batch_size=int(params["labeled_batch_size"]),
+            lr=float(params["lr"]),
+            alpha=float(params["alpha"]),
+            likelihood=likelihood,
+        )
+
+
+M2_DEFAULTS: dict[str, Any] = {
+    "z_dim": 50,
+    "hidden": 500,
+    "epochs": 10,
+    "batch_size": 200,
+    "labeled_batch_size": 100,
+    "lr": 3e-3,
+    "alpha": 300.0,
+    "val_fraction": 0.1,
+}
+
+
+def suggest_m2(trial: Any) -> dict[str, Any]:
+    return {
+        "alpha": trial.suggest_float("alpha", 10.0, 1000.0, log=True),
+        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+        "epochs": trial.suggest_int("epochs", 5, 40),
+        "z_dim": trial.suggest_categorical("z_dim", [10, 20, 50]),
+    }
+
+
+class M2(nn.Module):
+    def __init__(self, n_inputs: int, n_classes: int, config: M2Config) -> None:
+        super().__init__()
+        self.config, self.n_classes = config, n_classes
+        h, z = config.hidden, config.z_dim
+        self.classifier = nn.Sequential(
+            nn.Linear(n_inputs, h), nn.Softplus(), nn.Linear(h, n_classes)
+        )
+        # First layers split into an x part and a y part, so x's part is computed once per image
+        # and broadcast over every candidate class.
+        self.enc_x, self.enc_y = nn.Linear(n_inputs, h), nn.Linear(n_classes, h, bias=False)
+        self.enc_out = nn.Linear(h, 2 * z)
+        self.dec_z, self.dec_y = nn.Linear(z, h), nn.Linear(n_classes, h, bias=False)
+        self.dec_out = nn.Linear(h, n_inputs)
+        self.x_logvar = nn.Parameter(torch.zeros(n_inputs))  # used by the Gaussian likelihood
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight, generator=generator)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of q(y | x)."""
+        return self.classifier(x)
+
+    def _class_rows(self, layer: nn.Linear, classes: torch.Tensor | None) -> torch.Tensor:
+        """one-hot(y) @ W.T without the one-hot: [B, K, h], or [1, C, h] for every class."""
+        return layer.weight.T[None] if classes is None else layer.weight.T[classes]
+
+    def neg_elbo(
+        self, x: torch.Tensor, classes: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """L(x, y) for each row of x [B, D] and each of its candidate classes [B, K] -> [B, K].
+
+        classes=None means every class for every row, broadcast rather than gathered.
+        """
+        h = F.softplus(self.enc_x(x)[:, None, :] + self._class_rows(self.enc_y, classes))
+        mu, logvar = self.enc_out(h).chunk(2, dim=-1)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        out = self.dec_out(F.softplus(self.dec_z(z) + self._class_rows(self.dec_y, classes)))
+        xb = x[:, None, :]
+        if self.config.likelihood == "bernoulli":
+            nll = (F.softplus(out) - out * xb).sum(-1)  # BCE with logits, broadcast over K
+        else:
+            nll = 0.5 * (((xb - out) ** 2) * torch.exp(-self.x_logvar) + self.x_logvar).sum(-1)
+            nll = nll + 0.5 * x.shape[1] * math.log(2 * math.pi)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+        return nll + kl + math.log(self.n_classes)  # -log p(y), uniform prior
+
+
+def batch_loss(
+    model: M2,
+    x_u: torch.Tensor,
+    x_l: torch.Tensor,
+    y_l: torch.Tensor,
+    labeled_share: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Minibatch estimate of J / N, where J = Σ_labeled [L + alpha · CE] + Σ_unlabeled U.
+
+    The two kinds of image are averaged separately and weighted by their share of the data, so
+    drawing labels at every step lowers the variance without changing the objective.
+    """
+    labeled = model.neg_elbo(x_l, y_l[:, None], generator)[:, 0]
+    labeled = labeled + model.config.alpha * F.cross_entropy(model(x_l), y_l, reduction="none")
+    if len(x_u) == 0:  # every training image is labeled
+        return labeled.mean()
+    log_q = F.log_softmax(model(x_u), dim=1)
+    unlabeled = (log_q.exp() * (model.neg_elbo(x_u, None, generator) + log_q)).sum(1)
+    return (1 - labeled_share) * unlabeled.mean() + labeled_share * labeled.mean()
+
+
+# Called after each epoch with (epoch index, mean training loss, model).
+EpochCallback = Callable[[int, float, M2], None]
+
+
+def _labeled_stream(
+    n_labeled: int, n_needed: int, generator: torch.Generator, device
+) -> torch.Tensor:
+    """Indices into the labeled set: fresh permutations back to back, so each label recurs evenly."""
+    reps = -(-n_needed // n_labeled)
+    return torch.cat(
+        [torch.randperm(n_labeled, generator=generator, device=device) for _ in range(reps)]
+    )[:n_needed]
+
+
+def train_m2(
+    x: torch.Tensor,
+    labeled: torch.Tensor,
+    y_labeled: torch.Tensor,
+    n_classes: int,
+    config: M2Config,
+    seed: int,
+    *,
+    held_out: torch.Tensor | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    desc: str = "M2",
+) -> M2:
+    """Train M2 on the rows of `x` (on the device): `labeled` rows carry `y_labeled`, the others
+    are unlabeled, except `held_out` rows (a validation slice), which are not trained on at all.
+    """
+    device = x.device
+    generator = seeded_generator(seed, device)
+    model = M2(x.shape[1], n_classes, config)
+    model.init_weights(torch.Generator().manual_seed(seed))  # CPU init: same on any device
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    is_labeled = torch.zeros(len(x), dtype=torch.bool, device=device)
+    is_labeled[labeled] = True
+    if held_out is not None:
+        is_labeled[held_out] = True  # neither labeled nor unlabeled: excluded
+    unlabeled = torch.nonzero(~is_labeled).flatten()
+    n_steps = max(1, -(-len(unlabeled) // config.batch_size))
+    lb = min(config.labeled_batch_size, len(labeled))
+    share = len(labeled) / (len(labeled) + len(unlabeled))
+    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
+        stream = _labeled_stream(len(labeled), n_steps * lb, generator, device)
+        total = torch.zeros((), device=device)
+        for step in range(n_steps):
+            idx_u = order[step * config.batch_size : (step + 1) * config.batch_size]
+            idx_l = stream[step * lb : (step + 1) * lb]
+            x_l, y_l = x[labeled[idx_l]], y_labeled[idx_l]
+            loss = batch_loss(model, x[idx_u], x_l, y_l, share, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        epoch_loss = float(total) / n_steps
+        if not math.isfinite(epoch_loss):
+            raise TrainingDiverged(
+                f"M2 loss became {epoch_loss} at epoch {epoch + 1}; lower the learning rate"
+                f" (lr={config.lr}) or alpha (alpha={config.alpha})."
+            )
+        bar.set_postfix(loss=f"{epoch_loss:.2f}")
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_loss, model)
+    model.eval()
+    return model
+
+
+def fit_m2(features: torch.Tensor, data: TrainData, params: dict[str, Any], likelihood: str) -> M2:
+    """Hold out a validation slice of the labels, train M2, and log its curves.
+
+    `features` has one row per training image (pixels or M1 features) on `data.device`.
+    """
+    config = M2Config.from_params(params, likelihood)
+    holdout = split_labeled(data.y_labeled, float(params["val_fraction"]), data.seed)
+    device = features.device
+    labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)  # copies: read-only
+    y = torch.tensor(data.y_labeled, dtype=torch.long, device=device)
+    train_pos = torch.as_tensor(holdout.train, dtype=torch.long, device=device)
+    val_pos = torch.as_tensor(holdout.val, dtype=torch.long, device=device)
+    x_val, y_val = features[labeled[val_pos]], y[val_pos]
+
+    clock = [time.perf_counter()]
+
+    def log_epoch(epoch: int, loss: float, model: M2) -> None:
+        now = time.perf_counter()
+        data.log_metric("m2_epoch_seconds", now - clock[0], epoch)
+        clock[0] = now
+        data.log_metric("m2_loss", loss, epoch)
+        if len(val_pos):
+            data.log_metric("val_accuracy", accuracy(model, x_val, y_val), epoch)
+
+    return train_m2(
+        features,
+        labeled[train_pos],
+        y[train_pos],
+        data.n_classes,
+        config,
+        data.seed,
+        held_out=labeled[val_pos],
+        on_epoch=log_epoch,
+        progress=data.progress,
+    )
+
+
+@torch.no_grad()
+def predict_classes(model: M2, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """argmax q(y | x) per row, in batches on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(features)
+    out = [
+        model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).numpy()

@@ -1,0 +1,35 @@
+"""M2 (Kingma et al. 2014) on pixels: a classifier trained jointly with a class-conditional VAE.
+
+The unlabeled images enter through the ELBO summed over every class, weighted by the
+classifier's q(y|x); the labels through their ELBO and an auxiliary cross-entropy. It predicts
+argmax q(y|x). The model and its training live in `methods._m2core`, shared with `m1-m2`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from methods._m2core import M2_DEFAULTS, fit_m2, predict_classes, suggest_m2
+from methods.base import Method, TrainData
+
+
+class M2Method(Method):
+    name = "m2"
+    description = (
+        "Kingma's M2: class-conditional VAE + classifier on pixels, all classes summed out"
+    )
+    defaults = dict(M2_DEFAULTS)
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return suggest_m2(trial)
+
+    def fit(self, data: TrainData) -> None:
+        x = torch.from_numpy(data.x).to(data.device)
+        self.model_ = fit_m2(x, data, self.params, likelihood="bernoulli")
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predict_classes(self.model_, x)

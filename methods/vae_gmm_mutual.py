@@ -1,0 +1,85 @@
+"""VAE ⇄ GMM mutual learning (Serket): the mixture reshapes the latent space it is fitted on.
+
+Each round fits `vae-gmm`'s label-seeded Gaussian mixture on the latent means, then retrains a
+copy of the shared VAE with each image's KL taken towards N(mean of its component, I) instead
+of N(0, I), so images of one cluster are pulled together. A labeled image is assigned to the
+most responsible component of its own class. The cached VAE is copied, never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from methods._holdout import split_labeled
+from methods.base import TrainData
+from methods.vae import train_vae
+from methods.vae_gmm import VAEGMM
+
+
+class VAEGMMMutual(VAEGMM):
+    name = "vae-gmm-mutual"
+    description = "VAE⇄GMM mutual learning: the label-seeded GMM's means become each image's prior"
+    defaults = {**VAEGMM.defaults, "rounds": 3, "epochs": 3, "val_fraction": 0.1}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {
+            **super().search_space(trial),
+            "rounds": trial.suggest_int("rounds", 1, 6),
+            "epochs": trial.suggest_int("epochs", 1, 10),
+        }
+
+    def _prior_means(self, z: np.ndarray, data: TrainData) -> np.ndarray:
+        """Per image: its component's mean; labeled images only choose among their class's."""
+        resp = self.gmm_.predict_proba(z)
+        own_class = self.component_class_[None, :] == data.y_labeled[:, None]
+        resp[data.labeled] = np.where(own_class, resp[data.labeled] + 1e-12, -1.0)
+        return self.gmm_.means_[resp.argmax(axis=1)].astype(np.float32)
+
+    def _val_accuracy(self, z: np.ndarray, data: TrainData, val: np.ndarray) -> float:
+        if len(val) == 0:
+            return float("nan")
+        predicted = self.predict_features(z[data.labeled[val]])
+        return float(np.mean(predicted == data.y_labeled[val]))
+
+    def fit(self, data: TrainData) -> None:
+        holdout = split_labeled(data.y_labeled, float(self.params["val_fraction"]), data.seed)
+        # The mixture is seeded and named by the training part of the labels only.
+        train_data = dataclasses.replace(
+            data, labeled=data.labeled[holdout.train], y_labeled=data.y_labeled[holdout.train]
+        )
+        self.vae_ = copy.deepcopy(data.get_vae(self.vae_config()))
+        config = dataclasses.replace(self.vae_config(), epochs=int(self.params["epochs"]))
+        x = torch.from_numpy(data.x).to(data.device)
+        step = 0
+        for round_ in range(int(self.params["rounds"])):
+            z = self.vae_.latent_means(x)
+            self.fit_features(z, train_data)
+            data.log_metric("gmm_log_likelihood", float(self.gmm_.score(z)), round_)
+            data.log_metric("val_accuracy", self._val_accuracy(z, data, holdout.val), round_)
+            prior = torch.from_numpy(self._prior_means(z, train_data)).to(data.device)
+
+            def log_loss(epoch: int, loss: float, model: Any, offset: int = step) -> None:
+                data.log_metric("vae_loss", loss, offset + epoch)
+
+            train_vae(
+                x,
+                config,
+                data.seed * 1000 + round_,
+                prior_means=prior,
+                model=self.vae_,
+                on_epoch=log_loss,
+                progress=data.progress,
+                desc=f"VAE⇄GMM round {round_ + 1}",
+            )
+            step += config.epochs
+        z = self.vae_.latent_means(x)
+        self.fit_features(z, train_data)
+        rounds = int(self.params["rounds"])
+        data.log_metric("gmm_log_likelihood", float(self.gmm_.score(z)), rounds)
+        data.log_metric("val_accuracy", self._val_accuracy(z, data, holdout.val), rounds)

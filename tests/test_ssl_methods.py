@@ -1,0 +1,140 @@
+"""The methods that use unlabeled images: they learn from few labels, and never see the others.
+
+Learning is checked on an easy two-class task (MNIST 0 vs 1, a few hundred images, 10 labels
+per class); isolation by running the real cell path on a dataset whose unlabeled images'
+labels were shuffled on disk: nothing a method does may change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_fake_dataset, write_idx
+
+import methods
+from benchmark import datasets, grid
+from benchmark.execute import Workspace, run_cell
+from benchmark.splits import balanced_split
+from methods.base import TrainData, vae_config_from
+from methods.vae import VAEConfig, train_vae
+from methods.vae_cache import VAECache
+
+SSL_METHODS = ("m2", "m1-m2", "vae-finetune", "vae-finetune-frozen", "vae-gmm-mutual")
+SMALL_VAE = {"latent_dim": 4, "vae_hidden": "64,32", "vae_epochs": 10, "vae_batch_size": 64}
+SMALL = {
+    "m2": {"hidden": 64, "z_dim": 4, "epochs": 15, "batch_size": 64},
+    "m1-m2": {**SMALL_VAE, "hidden": 32, "z_dim": 4, "epochs": 15, "batch_size": 64},
+    "vae-finetune": {**SMALL_VAE, "epochs": 30},
+    "vae-finetune-frozen": {**SMALL_VAE, "epochs": 30},
+    "vae-gmm-mutual": {**SMALL_VAE, "rounds": 2, "epochs": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def zeros_and_ones(real_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    ds = datasets.load("mnist", real_data)
+    x, y = ds.features("train")[:1400], ds.labels("train")[:1400]
+    keep = y <= 1
+    return x[keep], y[keep].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def vae_provider():
+    """Trains each requested VAE once for the module (the runner's cache, in memory)."""
+    trained: dict[tuple[VAEConfig, int], torch.nn.Module] = {}
+
+    def provider(x: np.ndarray):
+        def provide(config: VAEConfig):
+            key = (config, len(x))
+            if key not in trained:
+                trained[key] = train_vae(torch.from_numpy(x), config, 0, progress=False).model
+            return trained[key]
+
+        return provide
+
+    return provider
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SSL_METHODS)
+def test_learns_zeros_versus_ones_from_ten_labels_each(
+    name: str, zeros_and_ones: tuple[np.ndarray, np.ndarray], vae_provider
+) -> None:
+    x, y = zeros_and_ones
+    x_train, y_train, x_eval, y_eval = x[:200], y[:200], x[200:], y[200:]
+    split = balanced_split(y_train, 20, 0, "mnist", n_classes=2)
+    curves: dict[str, list[float]] = {}
+    data = TrainData(
+        x=x_train,
+        labeled=split.labeled,
+        y_labeled=split.labels,
+        n_classes=2,
+        seed=0,
+        vae=vae_provider(x_train),
+        log_metric=lambda k, v, s: curves.setdefault(k, []).append(v),
+    )
+    method = methods.get(name)(**SMALL[name])
+    method.fit(data)
+    accuracy = np.mean(method.predict(x_eval) == y_eval)
+    assert accuracy > 0.9, f"{name}: {accuracy:.3f} on 0 vs 1 (chance 0.5)"
+    assert "val_accuracy" in curves and len(curves["val_accuracy"]) >= 2
+
+
+def test_fitting_leaves_the_shared_vae_untouched(
+    zeros_and_ones: tuple[np.ndarray, np.ndarray], vae_provider
+) -> None:
+    x, y = zeros_and_ones
+    split = balanced_split(y[:200], 20, 0, "mnist", n_classes=2)
+    provide = vae_provider(x[:200])
+    data = TrainData(x[:200], split.labeled, split.labels, n_classes=2, seed=0, vae=provide)
+    for name in ("vae-finetune", "vae-gmm-mutual"):
+        params = {**SMALL[name], "epochs": 1, "rounds": 1} if "mutual" in name else SMALL[name]
+        config = vae_config_from({**methods.get(name).defaults, **params})
+        before = {k: v.clone() for k, v in provide(config).state_dict().items()}
+        methods.get(name)(**params).fit(data)
+        after = provide(config).state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), name
+
+
+def _shuffle_unlabeled_labels(root: Path, labeled: np.ndarray) -> np.ndarray:
+    """Rewrite the training labels on disk with every unlabeled image's label shuffled."""
+    path = root / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    labels = datasets.read_idx(path, datasets.LABEL_MAGIC).copy()
+    unlabeled = np.setdiff1d(np.arange(len(labels)), labeled)
+    shuffled = labels.copy()
+    shuffled[unlabeled] = np.random.default_rng(1).permutation(labels[unlabeled])
+    assert (shuffled != labels).sum() > len(unlabeled) // 2
+    write_idx(path, shuffled)
+    return shuffled
+
+
+@pytest.mark.parametrize("name", SSL_METHODS)
+def test_labels_of_unlabeled_images_never_reach_the_method(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = {**SMALL[name], "epochs": 1, "vae_epochs": 1}
+    cell = grid.Cell(
+        name, "mnist", 20, 0, grid.canonical(grid.resolve_params(name, "mnist", 20, fast)[0])
+    )
+    predictions: list[np.ndarray] = []
+    cls = methods.get(name)
+    monkeypatch.setattr(
+        cls,
+        "predict",
+        lambda self, x, _p=cls.predict: predictions.append(_p(self, x)) or predictions[-1],
+    )
+    for variant in ("original", "shuffled"):
+        root = tmp_path / variant
+        make_fake_dataset(root, "MNIST")
+        train_labels = datasets.load("mnist", root).labels("train")
+        split = balanced_split(train_labels, 20, 0, "mnist")
+        if variant == "shuffled":
+            _shuffle_unlabeled_labels(root, split.labeled)
+        # The split is the protocol's business (it reads every label); hold it fixed.
+        monkeypatch.setattr(Workspace, "split", lambda self, cell, _s=split: _s)
+        ws = Workspace(root, torch.device("cpu"), VAECache(tmp_path / variant / "cache"), False)
+        run_cell(cell, ws)
+    assert np.array_equal(predictions[0], predictions[1])
