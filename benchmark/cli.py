@@ -61,13 +61,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     import methods
 
+    names = methods.available()
+    width = max(map(len, [*names, *datasets.DATASETS])) + 2
     print("methods:")
-    for name in methods.available():
+    for name in names:
         cls = methods.get(name)
-        print(f"  {name:<16} {'[VAE] ' if cls.uses_vae else ''}{cls.description}")
+        print(f"  {name:<{width}}{'[VAE] ' if cls.uses_vae else ''}{cls.description}")
     print("datasets:")
     for spec in datasets.DATASETS.values():
-        print(f"  {spec.name:<16} {spec.description}")
+        print(f"  {spec.name:<{width}}{spec.description}")
     return 0
 
 
