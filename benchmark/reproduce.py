@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,9 +18,8 @@ import methods
 from benchmark import datasets, grid, published
 from benchmark import report as report_mod
 from benchmark.cli import add_common, positive_int
-from benchmark.devices import DEVICE_CHOICES, resolve_device
-from benchmark.runner import DEFAULT_STORAGE, RunOptions, launch
-from benchmark.study import _check_data
+from benchmark.devices import DEVICE_CHOICES
+from benchmark.study import exit_code, launch_tracked
 from benchmark.tracking import Tracker
 
 
@@ -65,34 +63,10 @@ def build_cells(args: argparse.Namespace, rows: list[published.PublishedRow]) ->
     return cells
 
 
-def run_cells(args: argparse.Namespace, cells: list[grid.Cell], tracker: Tracker) -> list[str]:
+def run_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[str]:
     """Launch the cells exactly as `run` does; returns this invocation's failures."""
-    resolve_device(args.device)
-    _check_data(sorted({c.dataset for c in cells}), args.data_dir)
-    parent = tracker.start_run(
-        f"reproduce ({len(cells)} cells)", {"kind": "reproduce", "command": " ".join(sys.argv)}
-    )
-    tracker.log_params(
-        parent,
-        {"methods": args.methods, "datasets": args.datasets, "labels": args.labels}
-        | {"seeds": args.seeds, "epochs": args.epochs, "subset": args.subset},
-    )
-    options = RunOptions(
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        storage=args.storage or DEFAULT_STORAGE,
-        data_dir=args.data_dir,
-        device=args.device,
-        vae_cache_dir=args.vae_cache_dir,
-        parent_run_id=parent,
-    )
-    status = "KILLED"
-    try:
-        failures = launch(cells, options, tracker, args.workers, force=False)
-        status = "FAILED" if failures else "FINISHED"
-    finally:
-        tracker.finish(parent, status)
-    return failures
+    names = ("methods", "datasets", "labels", "seeds", "epochs", "subset")
+    return launch_tracked(args, cells, "reproduce", {n: getattr(args, n) for n in names})
 
 
 def our_summary(tracker: Tracker, cells: list[grid.Cell]) -> pd.DataFrame:
@@ -280,7 +254,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     registered = set(methods.available())
     cells = build_cells(args, rows)
     tracker = Tracker(args.tracking_uri, args.experiment)
-    failures = run_cells(args, cells, tracker) if cells else []
+    failures = run_cells(args, cells) if cells else []
     text = render(
         rows,
         our_summary(tracker, cells),
@@ -293,9 +267,4 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     path.write_text(text)
     print(text)
     print(f"wrote {path}")
-    if failures:
-        print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(failures)

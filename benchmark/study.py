@@ -45,30 +45,24 @@ def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    cells = cells_from_args(args)
+def launch_tracked(
+    args: argparse.Namespace,
+    cells: list[grid.Cell],
+    kind: str,
+    params: dict[str, object],
+    force: bool = False,
+) -> list[str]:
+    """Validate data and device, open a parent run of this `kind`, run the cells; the failures.
+
+    `run` and `reproduce` both go through here, so their cells are executed and recorded alike.
+    """
     device = resolve_device(args.device)
     _check_data(sorted({c.dataset for c in cells}), args.data_dir)
     tracker = Tracker(args.tracking_uri, args.experiment)
     parent = tracker.start_run(
-        f"grid ({len(cells)} cells)", {"kind": "grid", "command": " ".join(sys.argv)}
+        f"{kind} ({len(cells)} cells)", {"kind": kind, "command": " ".join(sys.argv)}
     )
-    tracker.log_params(
-        parent,
-        {
-            "methods": args.methods,
-            "datasets": args.datasets,
-            "labels": args.labels,
-            "seeds": args.seeds,
-            "epochs": args.epochs,
-            "latent_dim": args.latent_dim,
-            "params": args.params,
-            "device": str(device),
-            "workers": args.workers,
-            "subset": args.subset,
-            "n_cells": len(cells),
-        },
-    )
+    tracker.log_params(parent, {**params, "device": str(device), "n_cells": len(cells)})
     options = RunOptions(
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
@@ -80,17 +74,29 @@ def run(args: argparse.Namespace) -> int:
     )
     status = "KILLED"
     try:
-        failures = launch(cells, options, tracker, args.workers, args.force)
+        failures = launch(cells, options, tracker, args.workers, force)
         status = "FAILED" if failures else "FINISHED"
     finally:
         tracker.finish(parent, status)
+    return failures
+
+
+def run(args: argparse.Namespace) -> int:
+    cells = cells_from_args(args)
+    names = ("methods", "datasets", "labels", "seeds", "epochs", "latent_dim", "params")
+    params = {name: getattr(args, name) for name in (*names, "workers", "subset")}
+    failures = launch_tracked(args, cells, "grid", params, args.force)
     report(args.tracking_uri, args.experiment, Path(args.results_dir))
+    return exit_code(failures)
+
+
+def exit_code(failures: list[str]) -> int:
+    """List the failed cells on stderr; 1 if there were any."""
     if failures:
         print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
         for line in failures:
             print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failures else 0
 
 
 def report(tracking_uri: str, experiment: str, results_dir: Path) -> int:
