@@ -25,7 +25,7 @@ class M2Method(Method):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        return suggest_m2(trial)
+        return {**suggest_m2(trial), "alpha": trial.suggest_float("alpha", 5.0, 500.0, log=True)}
 
     def fit(self, data: TrainData) -> None:
         x = torch.from_numpy(data.x).to(data.device)
