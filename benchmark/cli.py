@@ -107,6 +107,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write mean ± std tables and plots from FINISHED runs")
     p.add_argument("--results-dir", default="results")
+    p.add_argument(
+        "--also-from",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="another MLflow tracking URI whose FINISHED runs join the tables (repeatable)",
+    )
     add_common(p, data=False)
     p.set_defaults(handler=cmd_report)
 
@@ -114,7 +121,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark import study
 
-    return study.report(args.tracking_uri, args.experiment, Path(args.results_dir))
+    return study.report(args.tracking_uri, args.experiment, Path(args.results_dir), args.also_from)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,10 @@ XIAO_2017 = (
     "Xiao, Rasul, Vollgraf 2017, Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine"
     " Learning Algorithms, benchmark table (RBF SVC, C = 10, all 60,000 labels)"
 )
+PYRO_SSVAE = (
+    "Pyro's semi-supervised VAE tutorial (M2, all classes enumerated, auxiliary loss 46;"
+    " MNIST test accuracy %)"
+)
 SEED_RBF = "Seed recipe: VAE (latent 10, Softplus MLP) + RBF SVM, numpy seed 42, single run"
 SEED_LINEAR = (
     "Seed recipe: VAE (Xavier init, Adam) + LinearSVC(random_state=0, tol=1e-5), single run"
@@ -93,13 +97,22 @@ ROWS: tuple[PublishedRow, ...] = (
         "m2",
         "M2",
         {100: (11.97, 1.71), 600: (4.94, 0.13), 1000: (3.60, 0.56), 3000: (3.92, 0.63)},
-        "",
+        "Trained for thousands of epochs; ours runs Pyro's 50.",
+    ),
+    PublishedRow(
+        "mnist",
+        "m2",
+        "M2 + auxiliary loss",
+        PYRO_SSVAE,
+        "paper",
+        {100: 93.2, 600: 94.4, 1000: 94.9, 3000: 95.8},
+        note="Same settings as our defaults; Pyro interleaves labeled batches, we mix them.",
     ),
     _kingma(
         "m1-m2",
         "M1 + M2",
         {100: (3.33, 0.14), 600: (2.59, 0.05), 1000: (2.40, 0.02), 3000: (2.18, 0.04)},
-        "",
+        "Trained for thousands of epochs with a 500-500 M1; ours runs 50 on a 512-256 M1.",
     ),
     PublishedRow(
         "fashion-mnist",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 import methods
 from benchmark import datasets, grid
@@ -99,8 +102,18 @@ def exit_code(failures: list[str]) -> int:
     return 1 if failures else 0
 
 
-def report(tracking_uri: str, experiment: str, results_dir: Path) -> int:
-    runs = Tracker(tracking_uri, experiment).cell_runs("FINISHED")
+def report(
+    tracking_uri: str, experiment: str, results_dir: Path, also_from: Sequence[str] = ()
+) -> int:
+    """Tables from one store, or several (a colleague's, a study run apart): where two hold the
+    same cell, the latest run wins, as within one store."""
+    for uri in also_from:
+        path = uri.removeprefix("sqlite:///")
+        if uri.startswith("sqlite:///") and not Path(path).is_file():
+            raise UsageError(f"--also-from {uri}: no such SQLite file {path!r}; check the path.")
+    frames = [Tracker(uri, experiment).cell_runs("FINISHED") for uri in (tracking_uri, *also_from)]
+    frames = [f for f in frames if not f.empty]
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if runs.empty:
         print(f"No FINISHED runs in experiment {experiment!r} yet; nothing to report.")
         return 0

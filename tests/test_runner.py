@@ -196,3 +196,23 @@ def test_kill_9_then_rerun_completes_with_one_run_per_cell(tiny_data: Path, stor
     finished = [r.data.tags["cell_key"] for r in child_runs(stores) if r.info.status == "FINISHED"]
     assert len(finished) == len(set(finished)) == 12
     assert not [r for r in child_runs(stores) if r.info.status == "RUNNING"]
+
+
+def test_report_joins_runs_from_another_store(
+    tiny_data: Path, stores: dict, tmp_path: Path
+) -> None:
+    other = {
+        **stores,
+        "--tracking-uri": f"sqlite:///{tmp_path}/b/mlflow.db",
+        "--storage": f"sqlite:///{tmp_path}/b/optuna.db",
+    }
+    assert main(grid_args(tiny_data, stores, methods="pixel-svm", **{"--seeds": "3"})) == 0
+    assert main(grid_args(tiny_data, other, methods="vae-rbf-svm", **{"--seeds": "3"})) == 0
+    joined = tmp_path / "joined"
+    options = {"--tracking-uri": stores["--tracking-uri"], "--results-dir": str(joined)}
+    extra = ["--also-from", other["--tracking-uri"]]
+    assert main(["report", *flatten(options), *extra]) == 0
+    summary = pd.read_csv(joined / "summary.csv")
+    assert sorted(summary["method"].unique()) == ["pixel-svm", "vae-rbf-svm"]
+    missing = ["--also-from", f"sqlite:///{tmp_path}/nowhere.db"]
+    assert main(["report", *flatten(options), *missing]) == 2
