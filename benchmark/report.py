@@ -37,8 +37,8 @@ def markdown(summary: pd.DataFrame) -> str:
     parts = ["# Test accuracy (%), mean ± std over seeds\n"]
     for dataset, part in summary.groupby("dataset"):
         budgets = sorted(part["n_labels"].unique())
-        seeds = sorted(part["n_seeds"].unique())
-        parts.append(f"## {dataset} (seeds per cell: {', '.join(map(str, seeds))})\n")
+        usual = int(part["n_seeds"].mode().max())
+        parts.append(f"## {dataset} (seeds per cell: {usual} unless marked)\n")
         parts.append("| method | " + " | ".join(f"{b} labels" for b in budgets) + " |")
         parts.append("|---|" + "---|" * len(budgets))
         best = part.groupby("n_labels")["accuracy_mean"].max()
@@ -51,6 +51,8 @@ def markdown(summary: pd.DataFrame) -> str:
                     continue
                 mean, std = row["accuracy_mean"].iloc[0], row["accuracy_std"].iloc[0]
                 text = f"{mean:.1f} ± {std:.1f}"
+                if (n := int(row["n_seeds"].iloc[0])) != usual:
+                    text += f" ({n} seed{'s' if n > 1 else ''})"
                 cells.append(f"**{text}**" if round(mean, 1) == round(best[budget], 1) else text)
             parts.append(f"| {method} | " + " | ".join(cells) + " |")
         parts.append("")
