@@ -43,6 +43,25 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 log = logging.getLogger(__name__)
 
 
+class _QuietInterrupt(logging.Filter):
+    """Ctrl-C or SIGTERM inside a cell makes Optuna log the KeyboardInterrupt's traceback and a
+    'failed with value None' line; the CLI already says what happened and how to resume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value None" in record.getMessage())
+
+
+for _handler in logging.getLogger("optuna").handlers:  # set_verbosity above created them
+    _handler.addFilter(_QuietInterrupt())
+
+
 class CellFailed(Exception):
     """A cell raised; it is recorded as a FAILED run and the grid goes on."""
 

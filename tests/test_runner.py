@@ -216,3 +216,30 @@ def test_report_joins_runs_from_another_store(
     assert sorted(summary["method"].unique()) == ["pixel-svm", "vae-rbf-svm"]
     missing = ["--also-from", f"sqlite:///{tmp_path}/nowhere.db"]
     assert main(["report", *flatten(options), *missing]) == 2
+
+
+def test_sigterm_mid_cell_exits_130_without_a_traceback(tiny_data: Path, stores: dict) -> None:
+    """A polite kill while a VAE trains: a one-line message, the cell's run KILLED, no traceback."""
+    args = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        *grid_args(tiny_data, stores, methods="vae-rbf-svm", **{"--epochs": "400"}),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if any(r.info.status == "RUNNING" for r in child_runs(stores)):
+                break
+        except Exception:  # the store may not exist yet
+            pass
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the VAE's training loop by now
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"run the same command again" in stderr
+    assert b"Traceback" not in stderr
+    assert [r.info.status for r in child_runs(stores)] == ["KILLED"]
