@@ -82,6 +82,14 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, help="training epochs (VAE and M2-style models)")
     p.add_argument("--latent-dim", type=positive_int, help="VAE latent dimension")
     p.add_argument("--params", default="defaults", help="defaults, or tuned (results/tuned/*.json)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="settings",
+        metavar="KEY=VALUE",
+        help="a parameter for every selected method that has it (repeatable): --set alpha=60",
+    )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db)")
     p.add_argument("--results-dir", default="results")

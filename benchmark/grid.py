@@ -79,6 +79,31 @@ def parse_ints(text: str, what: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs; VALUE is read as JSON (0, 1e-3, true, "x") or else kept as text."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE (e.g. --set val_fraction=0), got {item!r}.")
+        try:
+            settings[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key.strip()] = text
+    return settings
+
+
+def check_settings(settings: Mapping[str, Any], method_names: list[str]) -> None:
+    """Every --set key must be a parameter of at least one selected method."""
+    known = {k for name in method_names for k in methods.get(name).defaults}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UsageError(
+            f"--set {', '.join(unknown)}: no selected method has such a parameter; the"
+            f" parameters of {', '.join(method_names)} are: {', '.join(sorted(known))}."
+        )
+
+
 def tuned_path(results_dir: Path, method: str, dataset: str, n_labels: int) -> Path:
     return Path(results_dir) / "tuned" / f"{method}-{dataset}-{n_labels}.json"
 

@@ -31,10 +31,13 @@ def _check_data(names: list[str], data_dir: str | None) -> None:
 def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
     method_names = grid.parse_list(args.methods, methods.available(), "method")
     dataset_names = grid.parse_list(args.datasets, list(datasets.DATASETS), "dataset")
+    settings = grid.parse_settings(args.settings)
+    grid.check_settings(settings, method_names)
     overrides = {
         "vae_epochs": args.epochs,
         "epochs": args.epochs,
         "latent_dim": args.latent_dim,
+        **settings,
     }
     return grid.build_grid(
         method_names,
@@ -86,7 +89,7 @@ def launch_tracked(
 
 def run(args: argparse.Namespace) -> int:
     cells = cells_from_args(args)
-    names = ("methods", "datasets", "labels", "seeds", "epochs", "latent_dim", "params")
+    names = ("methods", "datasets", "labels", "seeds", "epochs", "latent_dim", "params", "settings")
     params = {name: getattr(args, name) for name in (*names, "workers", "subset")}
     failures = launch_tracked(args, cells, "grid", params, args.force)
     report(args.tracking_uri, args.experiment, Path(args.results_dir))

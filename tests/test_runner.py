@@ -158,6 +158,8 @@ def test_failed_cell_does_not_stop_the_grid(
         ("--labels", "95", "multiple of the 10 classes"),
         ("--seeds", "-1", "non-negative"),
         ("--params", "best", "--params 'best'"),
+        ("--set", "alpha=60", "--set alpha: no selected method has such a parameter"),
+        ("--set", "C", "--set expects KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_2_before_training(
@@ -243,3 +245,11 @@ def test_sigterm_mid_cell_exits_130_without_a_traceback(tiny_data: Path, stores:
     assert b"run the same command again" in stderr
     assert b"Traceback" not in stderr
     assert [r.info.status for r in child_runs(stores)] == ["KILLED"]
+
+
+def test_set_reaches_the_methods_that_have_the_parameter(tiny_data: Path, stores: dict) -> None:
+    extra = {"--seeds": "0", "--labels": "20", "--set": "C=2.5"}
+    assert main(grid_args(tiny_data, stores, methods="pixel-svm,vae-gmm", **extra)) == 0
+    params = {r.data.params["method"]: r.data.params for r in child_runs(stores)}
+    assert params["pixel-svm"]["C"] == "2.5"
+    assert "C" not in params["vae-gmm"]
