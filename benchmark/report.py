@@ -50,8 +50,9 @@ def markdown(summary: pd.DataFrame) -> str:
                     cells.append("–")
                     continue
                 mean, std = row["accuracy_mean"].iloc[0], row["accuracy_std"].iloc[0]
-                text = f"{mean:.1f} ± {std:.1f}"
-                if (n := int(row["n_seeds"].iloc[0])) != usual:
+                n = int(row["n_seeds"].iloc[0])
+                text = f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"  # no spread of one
+                if n != usual:
                     text += f" ({n} seed{'s' if n > 1 else ''})"
                 cells.append(f"**{text}**" if round(mean, 1) == round(best[budget], 1) else text)
             parts.append(f"| {method} | " + " | ".join(cells) + " |")
