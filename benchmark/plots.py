@@ -29,16 +29,22 @@ def confusion_png(matrix: np.ndarray, path: Path, title: str) -> Path:
 def accuracy_vs_labels(summary: pd.DataFrame, path: Path) -> Path:
     """One panel per dataset, one line per method, error bars = std over seeds."""
     names = sorted(summary["dataset"].unique())
+    # One colour and marker per method in every panel, so a method is found at a glance.
+    methods = sorted(summary["method"].unique())
+    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    style = {m: (colours[i % len(colours)], "osD^v<>p*h"[i % 10]) for i, m in enumerate(methods)}
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], names):
         part = summary[summary["dataset"] == dataset]
         for method, rows in part.groupby("method"):
             rows = rows.sort_values("n_labels")
+            colour, marker = style[method]
             ax.errorbar(
                 rows["n_labels"],
                 rows["accuracy_mean"],
                 yerr=rows["accuracy_std"],
-                marker="o",
+                marker=marker,
+                color=colour,
                 capsize=3,
                 label=method,
             )
