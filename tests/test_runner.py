@@ -45,6 +45,18 @@ def child_runs(stores: dict[str, str]) -> list:
     return [r for r in runs if "cell_key" in r.data.tags]
 
 
+def wait_for_a_run(proc: subprocess.Popen, stores: dict[str, str], status: str) -> None:
+    """Poll the store until some cell run has `status` (or the process ends, or 120 s pass)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if any(r.info.status == status for r in child_runs(stores)):
+                return
+        except Exception:  # the store may not exist yet
+            pass
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def failing_method():
     class AlwaysFails(Method):
@@ -184,14 +196,7 @@ def test_kill_9_then_rerun_completes_with_one_run_per_cell(tiny_data: Path, stor
     ]
     env = {**os.environ, "BENCHMARK_HEARTBEAT_SECONDS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if any(r.info.status == "FINISHED" for r in child_runs(stores)):
-                break
-        except Exception:  # the store may not exist yet
-            pass
-        time.sleep(0.5)
+    wait_for_a_run(proc, stores, "FINISHED")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert subprocess.run(args, env=env, capture_output=True, timeout=300).returncode == 0
@@ -230,14 +235,7 @@ def test_sigterm_mid_cell_exits_130_without_a_traceback(tiny_data: Path, stores:
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if any(r.info.status == "RUNNING" for r in child_runs(stores)):
-                break
-        except Exception:  # the store may not exist yet
-            pass
-        time.sleep(0.2)
+    wait_for_a_run(proc, stores, "RUNNING")
     time.sleep(1.0)  # inside the VAE's training loop by now
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
