@@ -160,6 +160,7 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
         cell = Cell.from_json(trial.user_attrs["cell"])
         if not trial.user_attrs.get("force") and tracker.has_finished(cell.key):
             raise optuna.TrialPruned("cell already finished elsewhere")
+        tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one
         run_id = tracker.start_run(
             cell.label,
             {"cell_key": cell.key, "param_source": cell.param_source},

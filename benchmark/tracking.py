@@ -164,6 +164,20 @@ class Tracker:
         )
         return len(found) > 0
 
+    def close_orphans(self, cell_key: str) -> int:
+        """Mark KILLED the RUNNING runs of a cell that is about to start again.
+
+        The queue hands a cell to one worker at a time, so any run of it still RUNNING belongs to
+        a worker that died, possibly before it could record its run id for the retry to close.
+        """
+        escaped = cell_key.replace("'", "")
+        query = f"tags.cell_key = '{escaped}' and attributes.status = 'RUNNING'"
+        orphans = [r.info.run_id for r in self.runs(query)]
+        for run_id in orphans:
+            self.set_tags(run_id, {"error": "its worker died; the cell was started again"})
+            self.finish(run_id, "KILLED")
+        return len(orphans)
+
     def cell_runs(self, status: str = "FINISHED", parent_id: str | None = None) -> pd.DataFrame:
         """One row per cell run: identity params, metrics, status, error and start time."""
         query = f"attributes.status = '{status}'"

@@ -16,6 +16,7 @@ from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
+from benchmark.tracking import Tracker
 from methods.base import REGISTRY, Method
 
 BASELINES = "pixel-svm,vae-gmm,vae-linear-svm,vae-rbf-svm"
@@ -251,3 +252,17 @@ def test_set_reaches_the_methods_that_have_the_parameter(tiny_data: Path, stores
     params = {r.data.params["method"]: r.data.params for r in child_runs(stores)}
     assert params["pixel-svm"]["C"] == "2.5"
     assert "C" not in params["vae-gmm"]
+
+
+def test_a_cell_started_again_closes_its_orphaned_run(tiny_data: Path, stores: dict) -> None:
+    """A worker killed between creating a cell's run and recording its id leaves it RUNNING;
+    the next start of that cell marks it KILLED."""
+    extra = {"--seeds": "3", "--labels": "20"}
+    assert main(grid_args(tiny_data, stores, methods="pixel-svm", **extra)) == 0
+    (done,) = child_runs(stores)
+    tracker = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark")
+    orphan = tracker.start_run("orphan", {"cell_key": done.data.tags["cell_key"]})
+    assert main([*grid_args(tiny_data, stores, methods="pixel-svm", **extra), "--force"]) == 0
+    statuses = {r.info.run_id: r.info.status for r in child_runs(stores)}
+    assert statuses[orphan] == "KILLED"
+    assert sorted(statuses.values()) == ["FINISHED", "FINISHED", "KILLED"]
