@@ -4,7 +4,8 @@ Each cell is one Optuna trial in a persistent storage (SQLite by default, Postgr
 machines) and one MLflow child run; MLflow is the record of which cells are done. Heartbeats
 fail the trial of a worker that died (even by kill -9): its orphaned MLflow run is closed as
 KILLED and the cell is enqueued again, so re-running the same command completes the grid with
-exactly one FINISHED run per cell.
+exactly one FINISHED run per cell. A run the dead worker had not yet recorded in its trial is
+closed when the cell is next popped.
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
         if "cell" not in trial.user_attrs:  # queue emptied under us: not a grid cell
             raise optuna.TrialPruned("no cell queued")
         cell = Cell.from_json(trial.user_attrs["cell"])
+        tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one
         if not trial.user_attrs.get("force") and tracker.has_finished(cell.key):
             raise optuna.TrialPruned("cell already finished elsewhere")
-        tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one
         run_id = tracker.start_run(
             cell.label,
             {"cell_key": cell.key, "param_source": cell.param_source},
