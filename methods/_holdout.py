@@ -1,4 +1,4 @@
-"""A validation slice carved out of the labeled budget, for training curves and model choice.
+"""A validation slice carved out of the labeled budget, and how network methods score with it.
 
 Methods that train a network log validation accuracy per epoch. That slice must come out of
 the labels the method was given, never from the test set or from unlabeled images' labels,
@@ -49,3 +49,18 @@ def accuracy(predict: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     if len(y) == 0:
         return float("nan")
     return float((predict(x).argmax(dim=1) == y).float().mean())
+
+
+@torch.no_grad()
+def predict_classes(
+    model: torch.nn.Module, features: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """argmax of the model's class logits per row, in batches on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.as_tensor(features)
+    out = [
+        model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).numpy()

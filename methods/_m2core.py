@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -287,16 +286,3 @@ def fit_m2(features: torch.Tensor, data: TrainData, params: dict[str, Any], like
         on_epoch=log_epoch,
         progress=data.progress,
     )
-
-
-@torch.no_grad()
-def predict_classes(model: M2, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """argmax q(y | x) per row, in batches on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.as_tensor(features)
-    out = [
-        model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(out).numpy()

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from methods._m2core import M2_DEFAULTS, fit_m2, predict_classes, suggest_m2
+from methods._holdout import predict_classes
+from methods._m2core import M2_DEFAULTS, fit_m2, suggest_m2
 from methods.base import Method, TrainData
 
 

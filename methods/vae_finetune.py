@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from benchmark.devices import seeded_generator
-from methods._holdout import accuracy, split_labeled
+from methods._holdout import accuracy, predict_classes, split_labeled
 from methods.base import VAE_DEFAULTS, Method, TrainData, vae_config_from
 from methods.vae import VAE, TrainingDiverged
 
@@ -126,15 +126,8 @@ class VAEFinetune(Method):
             self.net_.load_state_dict(best_state)
         self.net_.eval()
 
-    @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
-        self.net_.eval()
-        device = next(self.net_.parameters()).device
-        x = torch.as_tensor(x)
-        out = [
-            self.net_(x[i : i + 4096].to(device)).argmax(1).cpu() for i in range(0, len(x), 4096)
-        ]
-        return torch.cat(out).numpy()
+        return predict_classes(self.net_, x)
 
 
 class VAEFinetuneFrozen(VAEFinetune):
