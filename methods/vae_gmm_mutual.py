@@ -56,16 +56,18 @@ class VAEGMMMutual(VAEGMM):
         self.vae_ = copy.deepcopy(data.get_vae(self.vae_config()))
         config = dataclasses.replace(self.vae_config(), epochs=int(self.params["epochs"]))
         x = torch.from_numpy(data.x).to(data.device)
-        step = 0
-        for round_ in range(int(self.params["rounds"])):
+        rounds = int(self.params["rounds"])
+        for round_ in range(rounds + 1):  # the last pass only fits the mixture on the final codes
             z = self.vae_.latent_means(x)
             self.fit_features(z, train_data)
             data.log_metric("gmm_log_likelihood", float(self.gmm_.score(z)), round_)
             data.log_metric("val_accuracy", self._val_accuracy(z, data, holdout.val), round_)
+            if round_ == rounds:
+                break
             prior = torch.from_numpy(self._prior_means(z, train_data)).to(data.device)
 
-            def log_loss(epoch: int, loss: float, model: Any, offset: int = step) -> None:
-                data.log_metric("vae_loss", loss, offset + epoch)
+            def log_loss(epoch: int, loss: float, model: Any, offset: int = round_) -> None:
+                data.log_metric("vae_loss", loss, offset * config.epochs + epoch)
 
             train_vae(
                 x,
@@ -77,9 +79,3 @@ class VAEGMMMutual(VAEGMM):
                 progress=data.progress,
                 desc=f"VAE⇄GMM round {round_ + 1}",
             )
-            step += config.epochs
-        z = self.vae_.latent_means(x)
-        self.fit_features(z, train_data)
-        rounds = int(self.params["rounds"])
-        data.log_metric("gmm_log_likelihood", float(self.gmm_.score(z)), rounds)
-        data.log_metric("val_accuracy", self._val_accuracy(z, data, holdout.val), rounds)
