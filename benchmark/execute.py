@@ -60,25 +60,26 @@ class Workspace:
         """(features, labels, fingerprint) of the training images, cut to `subset` if > 0."""
         key = (name, subset)
         if key not in self._train:
-            ds = self.dataset(name)
-            x, y = ds.features("train"), ds.labels("train")
-            if subset:
-                x, y = x[:subset].copy(), y[:subset]
-            x.setflags(write=False)  # shared by every cell: no method may change it
-            fingerprint = ds.fingerprint() + (f"-first{subset}" if subset else "")
+            x, y = self._read(name, "train", subset)
+            fingerprint = self.dataset(name).fingerprint() + (f"-first{subset}" if subset else "")
             self._train[key] = (x, y, fingerprint)
         return self._train[key]
 
     def test_arrays(self, name: str, subset: int) -> tuple[np.ndarray, np.ndarray]:
         key = (name, subset)
         if key not in self._test:
-            ds = self.dataset(name)
-            x, y = ds.features("test"), ds.labels("test")
-            if subset:
-                x, y = x[:subset].copy(), y[:subset]
-            x.setflags(write=False)
-            self._test[key] = (x, y)
+            self._test[key] = self._read(name, "test", subset)
         return self._test[key]
+
+    def _read(self, name: str, which: str, subset: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of one split, cut to `subset` if > 0, images read-only: they are
+        shared by every cell, so no method may change them."""
+        ds = self.dataset(name)
+        x, y = ds.features(which), ds.labels(which)
+        if subset:
+            x, y = x[:subset].copy(), y[:subset]
+        x.setflags(write=False)
+        return x, y
 
     def split(self, cell: Cell) -> LabeledSplit:
         _, y, _ = self.train_arrays(cell.dataset, cell.subset)
