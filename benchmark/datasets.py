@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.errors import DataError, UsageError
+from benchmark.options import DATA_DIR_ENV
 
-DATA_DIR_ENV = "BENCHMARK_DATA_DIR"
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 SPLIT_FILES = {
@@ -109,14 +109,32 @@ def locate(spec: DatasetSpec, data_dir: Path | None, download: bool = True) -> P
     )
 
 
-def _download(spec: DatasetSpec) -> Path:
-    root = default_cache_dir()
+def _import_torchvision_datasets():
+    """torchvision's dataset module, or a DataError that says torchvision itself is broken.
+
+    A CPU-only torch beside PyPI's CUDA build of torchvision fails at import ("operator
+    torchvision::nms does not exist"); that is not a network problem and must not read as one.
+    """
     try:
         import torchvision.datasets as tvd  # imported late: only online users need it
+    except Exception as error:
+        raise DataError(
+            f"torchvision, needed only to download the datasets, failed to import ({error})."
+            " This usually means its build does not match torch's (a CUDA torchvision beside a"
+            " CPU torch); install the torchvision built for your torch, or skip the download:"
+            f" put the IDX files in DIR/<MNIST|FashionMNIST>/raw/ and pass --data-dir DIR"
+            f" or set {DATA_DIR_ENV}=DIR."
+        ) from None
+    return tvd
 
+
+def _download(spec: DatasetSpec) -> Path:
+    root = default_cache_dir()
+    tvd = _import_torchvision_datasets()
+    try:
         getattr(tvd, spec.torchvision_class)(root=str(root), train=True, download=True)
         getattr(tvd, spec.torchvision_class)(root=str(root), train=False, download=True)
-    except Exception as error:  # network and import errors come in many types
+    except Exception as error:  # network errors come in many types
         raise DataError(
             f"Dataset {spec.name!r} is not on this machine and could not be downloaded ({error})."
             f" Put its IDX files in DIR/{spec.folder}/raw/ and pass --data-dir DIR"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmark.errors import UsageError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+from benchmark.options import DEVICE_CHOICES
 
 
 def resolve_device(choice: str = "auto") -> torch.device:

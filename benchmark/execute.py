@@ -6,6 +6,7 @@ after fitting, once, and scored here the same way for every method.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ class CellResult:
     fit_seconds: float
     vae_train_seconds: float
     trained_vaes: list[tuple[VAEConfig, VAE]] = field(default_factory=list)
+    vae_keys: list[str] = field(default_factory=list)
+    trained_vae_keys: list[str] = field(default_factory=list)
 
 
 class Workspace:
@@ -40,7 +43,9 @@ class Workspace:
         device: torch.device,
         cache: VAECache,
         progress: bool = True,
+        checkpoint_root: Path | None = None,
     ) -> None:
+        self.checkpoint_root = checkpoint_root
         self.data_dir = data_dir
         self.device = device
         self.cache = cache
@@ -83,51 +88,101 @@ class Workspace:
 
     def split(self, cell: Cell) -> LabeledSplit:
         _, y, _ = self.train_arrays(cell.dataset, cell.subset)
-        return balanced_split(y, cell.n_labels, cell.seed, cell.dataset)
+        n_classes = self.dataset(cell.dataset).spec.n_classes
+        return balanced_split(y, cell.n_labels, cell.seed, cell.dataset, n_classes)
 
-    def vae_provider(self, cell: Cell, trained: list, seconds: list):
-        """A callable config -> VAE that records what it had to train for this cell."""
-        x, _, fingerprint = self.train_arrays(cell.dataset, cell.subset)
+    def checkpoint_dir(self, cell: Cell) -> Path | None:
+        """Where this cell's trainings keep their latest epoch (same cell and code, same
+        folder, so a rerun after an interruption finds it)."""
+        if self.checkpoint_root is None:
+            return None
+        digest = hashlib.sha256(f"{cell.key}|{cell.code}".encode()).hexdigest()[:16]
+        return self.checkpoint_root / digest
 
-        def provide(config: VAEConfig) -> VAE:
-            key = cache_key(fingerprint, config, cell.seed, self.device)
-            if key not in self._vaes:
-                tkey = (cell.dataset, cell.subset)
-                if tkey not in self._tensors:
-                    self._tensors[tkey] = torch.from_numpy(x).to(self.device)
-                result, hit, _ = self.cache.get_or_train(
-                    self._tensors[tkey], fingerprint, config, cell.seed, self.progress
-                )
-                if not hit:
-                    trained.append((config, result.model))
-                    seconds.append(result.train_seconds)
-                self._vaes[key] = result.model
-            return self._vaes[key]
+    def train_tensor(self, cell: Cell) -> torch.Tensor:
+        """The training images on the device, made once per (dataset, subset)."""
+        key = (cell.dataset, cell.subset)
+        if key not in self._tensors:
+            x, _, _ = self.train_arrays(cell.dataset, cell.subset)
+            self._tensors[key] = torch.from_numpy(x.copy()).to(self.device)
+        return self._tensors[key]
 
-        return provide
+    def vae_supply(self, cell: Cell) -> VAESupply:
+        _, _, fingerprint = self.train_arrays(cell.dataset, cell.subset)
+        return VAESupply(
+            self.train_tensor(cell), fingerprint, cell.seed, self.cache, self._vaes, self.progress
+        )
 
 
-def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> CellResult:
-    torch.manual_seed(cell.seed)  # safety net for methods that use torch's global RNG
+class VAESupply:
+    """Gives a method a trained VAE for a config, and nothing else.
+
+    It holds the training images (which every method sees) but no label and no test image, so
+    nothing reachable from a method's `TrainData` leads outside its labeled budget. It records
+    what it had to train, and which cache keys the cell used, for tracking.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        fingerprint: str,
+        seed: int,
+        cache: VAECache,
+        memo: dict[str, VAE],
+        progress: bool,
+    ) -> None:
+        self._x, self._fingerprint, self._seed = x, fingerprint, seed
+        self._cache, self._memo, self._progress = cache, memo, progress
+        self.trained: list[tuple[VAEConfig, VAE]] = []
+        self.seconds: list[float] = []
+        self.keys: list[str] = []
+        self.trained_keys: list[str] = []
+
+    def __call__(self, config: VAEConfig) -> VAE:
+        key = cache_key(self._fingerprint, config, self._seed, self._x.device)
+        if key not in self._memo:
+            result, hit, _ = self._cache.get_or_train(
+                self._x, self._fingerprint, config, self._seed, self._progress
+            )
+            if not hit:
+                self.trained.append((config, result.model))
+                self.trained_keys.append(key)
+                self.seconds.append(result.train_seconds)
+            self._memo[key] = result.model
+        if key not in self.keys:
+            self.keys.append(key)
+        return self._memo[key]
+
+
+def train_data(
+    cell: Cell, ws: Workspace, uses_vae: bool, log_metric: MetricLogger = _no_log
+) -> TrainData:
+    """What the cell's method may see: all training images, labels of its budget only."""
     x, _, _ = ws.train_arrays(cell.dataset, cell.subset)
     split = ws.split(cell)
-    trained: list[tuple[VAEConfig, VAE]] = []
-    vae_seconds: list[float] = []
-    method = methods.get(cell.method)(**cell.param_dict)
-    data = TrainData(
+    return TrainData(
         x=x,
         labeled=split.labeled,
         y_labeled=split.labels,
         n_classes=ws.dataset(cell.dataset).spec.n_classes,
         seed=cell.seed,
         device=ws.device,
-        vae=ws.vae_provider(cell, trained, vae_seconds) if method.uses_vae else None,
+        vae=ws.vae_supply(cell) if uses_vae else None,
         log_metric=log_metric,
         progress=ws.progress,
+        checkpoint_dir=ws.checkpoint_dir(cell),
     )
+
+
+def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> CellResult:
+    torch.manual_seed(cell.seed)  # safety net for methods that use torch's global RNG
+    method = methods.get(cell.method)(**cell.param_dict)
+    data = train_data(cell, ws, method.uses_vae, log_metric)
+    supply = data.vae if isinstance(data.vae, VAESupply) else None
     start = time.perf_counter()
     method.fit(data)
-    fit_seconds = time.perf_counter() - start - sum(vae_seconds)
+    vae_seconds = sum(supply.seconds) if supply else 0.0
+    fit_seconds = time.perf_counter() - start - vae_seconds
 
     x_test, y_test = ws.test_arrays(cell.dataset, cell.subset)  # the one read of the test set
     predictions = np.asarray(method.predict(x_test))
@@ -139,6 +194,8 @@ def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> C
         scores=scores,
         confusion=scoring.confusion(y_test, predictions, data.n_classes),
         fit_seconds=fit_seconds,
-        vae_train_seconds=sum(vae_seconds),
-        trained_vaes=trained,
+        vae_train_seconds=vae_seconds,
+        trained_vaes=supply.trained if supply else [],
+        vae_keys=supply.keys if supply else [],
+        trained_vae_keys=supply.trained_keys if supply else [],
     )

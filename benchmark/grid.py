@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import methods
-from benchmark import datasets
+from benchmark import datasets, provenance
 from benchmark.errors import UsageError
 from benchmark.splits import check_budget
 
@@ -25,9 +25,12 @@ class Cell:
     dataset: str
     n_labels: int
     seed: int
-    params: str  # the method's resolved parameters, as canonical JSON
+    params: str  # the method's resolved, typed parameters, as canonical JSON
     param_source: str = "defaults"
     subset: int = 0  # >0: only the first `subset` training and test images (smoke runs)
+    settings: str = "defaults"  # what differs from the method's defaults, for people
+    fingerprint: str = ""  # hash of the training images (see Dataset.fingerprint)
+    code: str = ""  # hash of the code the result depends on (see benchmark.provenance)
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -35,8 +38,10 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """Identifies the work: same key, same result. Tracking and resume use it."""
-        digest = hashlib.sha256(f"{self.params}|{self.subset}".encode()).hexdigest()[:10]
+        """The cell's settings: same key, same question asked. Tracking, resume and the
+        tables group by it; `code` tells whether an answer is still current."""
+        blob = f"{self.params}|{self.subset}|{self.fingerprint}"
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{self.method}/{self.dataset}/{self.n_labels}/seed{self.seed}/{digest}"
 
     @property
@@ -79,17 +84,14 @@ def parse_ints(text: str, what: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def parse_settings(items: list[str]) -> dict[str, Any]:
-    """`--set KEY=VALUE` pairs; VALUE is read as JSON (0, 1e-3, true, "x") or else kept as text."""
-    settings: dict[str, Any] = {}
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs as text; each method parses VALUE to its parameter's type."""
+    settings: dict[str, str] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set expects KEY=VALUE (e.g. --set val_fraction=0), got {item!r}.")
-        try:
-            settings[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            settings[key.strip()] = text
+        settings[key.strip()] = text.strip()
     return settings
 
 
@@ -104,8 +106,63 @@ def check_settings(settings: Mapping[str, Any], method_names: list[str]) -> None
         )
 
 
-def tuned_path(results_dir: Path, method: str, dataset: str, n_labels: int) -> Path:
-    return Path(results_dir) / "tuned" / f"{method}-{dataset}-{n_labels}.json"
+def tuned_path(results_dir: Path, method: str, dataset: str, n_labels: int, seed: int) -> Path:
+    """One file per seed: seed s's choices were made with seed s's labeled images only."""
+    return Path(results_dir) / "tuned" / f"{method}-{dataset}-{n_labels}-seed{seed}.json"
+
+
+def tune_command(method: str, dataset: str, n_labels: int, seed: int, epochs: Any) -> str:
+    extra = f" --epochs {epochs}" if epochs is not None else ""
+    return (
+        f"python -m benchmark tune --method {method} --dataset {dataset} --labels {n_labels}"
+        f" --seed {seed}{extra}"
+    )
+
+
+def _tuned_params(
+    path: Path, method: str, dataset: str, n_labels: int, seed: int, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The tuned file's parameters, refused if absent or tuned under other settings."""
+    epochs = overrides.get("epochs")
+    if not path.exists():
+        raise UsageError(
+            f"--params tuned: {path} does not exist; tune that cell first with"
+            f" `{tune_command(method, dataset, n_labels, seed, epochs)}`, or drop --params tuned."
+        )
+    payload = json.loads(path.read_text())
+    tuned_under = payload.get("settings", {})
+    wanted = {"epochs": epochs, "subset": overrides.get("subset", 0)}
+    differ = {k: v for k, v in wanted.items() if tuned_under.get(k, v) != v}
+    if payload.get("seed") != seed:
+        differ["seed"] = seed
+        tuned_under = {**tuned_under, "seed": payload.get("seed")}
+    if differ:
+        was = ", ".join(f"{k}={tuned_under.get(k)!r}" for k in differ)
+        now = ", ".join(f"{k}={v!r}" for k, v in differ.items())
+        raise UsageError(
+            f"--params tuned: {path} was tuned with {was}, but this run has {now}; run with the"
+            " same options or tune again with"
+            f" `{tune_command(method, dataset, n_labels, seed, epochs)}`."
+        )
+    return payload["params"]
+
+
+def settings_label(method: str, params: Mapping[str, Any], subset: int, tuned: bool) -> str:
+    """What differs from the method's current defaults, e.g. 'epochs=3, subset=5000'.
+
+    Tuned cells say 'tuned' instead of listing per-seed choices, so their seeds share a row.
+    """
+    defaults = methods.get(method)().params
+    diffs = (
+        []
+        if tuned
+        else [f"{k}={params[k]}" for k in sorted(params) if params[k] != defaults.get(k)]
+    )
+    if tuned:
+        diffs.append("tuned")
+    if subset:
+        diffs.append(f"subset={subset}")
+    return ", ".join(diffs) or "defaults"
 
 
 def resolve_params(
@@ -115,21 +172,20 @@ def resolve_params(
     overrides: Mapping[str, Any],
     mode: str = "defaults",
     results_dir: Path = Path("results"),
+    seed: int = 0,
 ) -> tuple[dict[str, Any], str]:
-    """The parameters a cell runs with, and where they came from."""
+    """The typed parameters a cell runs with, and where they came from."""
     cls = methods.get(method)
     params, source = dict(cls.defaults), "defaults"
     if mode == "tuned":
-        path = tuned_path(results_dir, method, dataset, n_labels)
-        if path.exists():
-            params.update(json.loads(path.read_text())["params"])
-            source = f"tuned:{path}"
+        path = tuned_path(results_dir, method, dataset, n_labels, seed)
+        params.update(_tuned_params(path, method, dataset, n_labels, seed, overrides))
+        source = f"tuned:{path}"
     applied = {k: v for k, v in overrides.items() if k in cls.defaults and v is not None}
     params.update(applied)
     if applied:
         source += "+cli"
-    cls(**params)  # validates names before any training starts
-    return params, source
+    return cls(**params).params, source  # typed and checked before any data is loaded
 
 
 def build_grid(
@@ -155,18 +211,37 @@ def build_grid(
     if subset and subset < max(labels):
         raise UsageError(f"--subset {subset} is smaller than the largest budget {max(labels)}.")
     cells = []
+    overrides = {**(overrides or {}), "subset": subset}
     # Consecutive cells use different (dataset, seed) pairs, so parallel workers train
     # different VAEs at the same time instead of waiting on each other's cache lock.
     for n_labels in labels:
         for method in method_names:
-            params_by_dataset = {
-                d: resolve_params(method, d, n_labels, overrides or {}, mode, results_dir)
-                for d in dataset_names
-            }
+            code = provenance.method_code_version(methods.get(method).__module__)
             for seed in seeds:
                 for dataset in dataset_names:
-                    params, source = params_by_dataset[dataset]
+                    params, source = resolve_params(
+                        method, dataset, n_labels, overrides, mode, results_dir, seed
+                    )
+                    label = settings_label(method, params, subset, mode == "tuned")
                     cells.append(
-                        Cell(method, dataset, n_labels, seed, canonical(params), source, subset)
+                        Cell(
+                            method,
+                            dataset,
+                            n_labels,
+                            seed,
+                            canonical(params),
+                            source,
+                            subset,
+                            settings=label,
+                            code=code,
+                        )
                     )
     return cells
+
+
+def with_fingerprints(cells: list[Cell], fingerprints: Mapping[str, str]) -> list[Cell]:
+    """The cells bound to the data they will read (fingerprint per dataset, cut to subset)."""
+    return [
+        replace(c, fingerprint=fingerprints[c.dataset] + (f"-first{c.subset}" if c.subset else ""))
+        for c in cells
+    ]

@@ -27,11 +27,10 @@ from torch.nn import functional as F
 
 import methods
 from benchmark import grid
-from benchmark.cli import add_common, positive_int
-from benchmark.devices import DEVICE_CHOICES, resolve_device
+from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
-from benchmark.execute import Workspace
-from methods.base import VAE_DEFAULTS, TrainData, vae_config_from
+from benchmark.execute import Workspace, train_data
+from methods.base import VAE_DEFAULTS, vae_config_from
 from methods.vae import VAE, VAEConfig, train_vae
 from methods.vae_cache import VAECache
 
@@ -41,24 +40,6 @@ FULL_GRID_DATASET_SEEDS = 2 * len(grid.DEFAULT_SEEDS)  # both datasets × the de
 VAE_EPOCHS = int(VAE_DEFAULTS["vae_epochs"])
 # --quick: enough to exercise every path in seconds, not to measure anything.
 QUICK = {"epoch_rows": 2048, "repeats": 1, "subset": 500, "epochs": 1, "fit_subset": 500}
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("perf", help="time the harness against a plain loop, a grid, each method")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed epochs per side")
-    p.add_argument("--epoch-rows", type=positive_int, help="rows per timed epoch (default all)")
-    p.add_argument("--subset", type=int, default=0, help="grid on the first N images (0: all)")
-    p.add_argument("--epochs", type=positive_int, default=1, help="VAE epochs in the grid")
-    p.add_argument("--fit-subset", type=positive_int, default=10000, help="rows for fit timing")
-    p.add_argument("--methods", default="all", help="methods whose fit/predict is timed")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the command runs")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--results-dir", default="results")
-    add_common(p, tracking=False)
-    p.set_defaults(handler=cmd_perf)
 
 
 def _sync(device: torch.device) -> None:
@@ -119,7 +100,7 @@ def grid_run_args(
     args: argparse.Namespace, store: Path, cache: Path, labels: list[int]
 ) -> argparse.Namespace:
     """The `run` command for the baseline grid, parsed by the real CLI (so checked up front)."""
-    from benchmark import cli  # cli imports this module while building its parser
+    from benchmark import cli
 
     argv = ["run", "--methods", ",".join(BASELINES), "--datasets", args.dataset, "--seeds", "0"]
     argv += ["--labels", ",".join(map(str, labels)), "--epochs", str(args.epochs)]
@@ -153,22 +134,11 @@ def time_methods(
     for cell in grid.build_grid(
         names, [args.dataset], budgets, [0], overrides, subset=args.fit_subset
     ):
-        trained: list = []
-        vae_seconds: list[float] = []
         method = methods.get(cell.method)(**cell.param_dict)
-        split = ws.split(cell)
-        data = TrainData(
-            x=x,
-            labeled=split.labeled,
-            y_labeled=split.labels,
-            n_classes=ws.dataset(args.dataset).spec.n_classes,
-            seed=cell.seed,
-            device=ws.device,
-            vae=ws.vae_provider(cell, trained, vae_seconds) if method.uses_vae else None,
-        )
+        data = replace(train_data(cell, ws, method.uses_vae), progress=False)
         start = time.perf_counter()
         method.fit(data)
-        fit = time.perf_counter() - start - sum(vae_seconds)
+        fit = time.perf_counter() - start - (sum(data.vae.seconds) if data.vae else 0.0)
         start = time.perf_counter()
         method.predict(x)  # training rows: timing never needs the test set
         predict = time.perf_counter() - start

@@ -17,29 +17,8 @@ import pandas as pd
 import methods
 from benchmark import datasets, grid, published
 from benchmark import report as report_mod
-from benchmark.cli import add_common, positive_int
-from benchmark.devices import DEVICE_CHOICES
 from benchmark.study import exit_code, launch_tracked
 from benchmark.tracking import Tracker
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "reproduce", help="run (or reuse) the cells behind published numbers and compare"
-    )
-    p.add_argument("--methods", default="all", help="'all' or methods named by published rows")
-    p.add_argument("--datasets", default="all", help="'all' or mnist,fashion-mnist")
-    p.add_argument("--labels", default="100,600,1000,3000", help="label budgets")
-    p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--epochs", type=positive_int, help="training epochs (VAE and M2-style models)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db)")
-    p.add_argument("--vae-cache-dir", default="mlruns/vae-cache")
-    p.add_argument("--workers", type=positive_int, default=1, help="worker processes here")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--subset", type=positive_int, default=0, help="first N images (smoke runs)")
-    add_common(p)
-    p.set_defaults(handler=cmd_reproduce)
 
 
 def compared_methods() -> list[str]:
@@ -63,8 +42,11 @@ def build_cells(args: argparse.Namespace, rows: list[published.PublishedRow]) ->
     return cells
 
 
-def run_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[str]:
-    """Launch the cells exactly as `run` does; returns this invocation's failures."""
+def run_cells(
+    args: argparse.Namespace, cells: list[grid.Cell]
+) -> tuple[list[str], list[grid.Cell]]:
+    """Launch the cells exactly as `run` does: this invocation's failures, and the cells as
+    checked (bound to their data's fingerprint, so their keys find their runs)."""
     names = ("methods", "datasets", "labels", "seeds", "epochs", "subset")
     return launch_tracked(args, cells, "reproduce", {n: getattr(args, n) for n in names})
 
@@ -93,7 +75,8 @@ Ours = tuple[float, float, int]  # mean %, std %, number of seeds
 def _ours(summary: pd.DataFrame, method: str, dataset: str) -> dict[int, Ours]:
     if summary.empty:
         return {}
-    part = summary[(summary["method"] == method) & (summary["dataset"] == dataset)]
+    methods_ = summary["base_method"] if "base_method" in summary else summary["method"]
+    part = summary[(methods_ == method) & (summary["dataset"] == dataset)]
     return {
         int(r.n_labels): (float(r.accuracy_mean), float(r.accuracy_std), int(r.n_seeds))
         for r in part.itertuples()
@@ -254,7 +237,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     registered = set(methods.available())
     cells = build_cells(args, rows)
     tracker = Tracker(args.tracking_uri, args.experiment)
-    failures = run_cells(args, cells) if cells else []
+    failures, cells = run_cells(args, cells) if cells else ([], cells)
     text = render(
         rows,
         our_summary(tracker, cells),

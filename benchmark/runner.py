@@ -14,10 +14,12 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +28,17 @@ import optuna
 import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from tqdm.auto import tqdm
 
 from benchmark import plots
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import CellResult, Workspace, run_cell
 from benchmark.grid import Cell
+from benchmark.plan import Plan
+from benchmark.progress import GridProgress
 from benchmark.tracking import Tracker
 from methods.vae_cache import VAECache
 
-DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 SQLITE_TIMEOUT_S = 60
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -117,23 +119,47 @@ class RunOptions:
     progress: bool = True
 
 
-def enqueue(study: optuna.Study, cells: list[Cell], tracker: Tracker, force: bool) -> list[Cell]:
-    """Queue the cells that are neither done in MLflow nor already queued or running."""
-    done = set() if force else tracker.finished_cell_keys()
+def pending_cells(cells: list[Cell], tracker: Tracker, force: bool) -> tuple[list[Cell], int]:
+    """The cells without a FINISHED run by today's code, and how many of them have one made by
+    other code (a fix since then could change their numbers, so they run again)."""
+    if force:
+        return list(cells), 0
+    done = tracker.finished_cells()
+    pending = [c for c in cells if c.code not in done.get(c.key, ())]
+    return pending, sum(1 for c in pending if done.get(c.key))
+
+
+def enqueue(study: optuna.Study, pending: list[Cell], force: bool) -> None:
+    """Queue the pending cells that are not already queued or running."""
     active = {
         t.user_attrs.get("cell_key")
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     }
-    pending = [c for c in cells if c.key not in done]
     for cell in pending:
         if cell.key not in active:
+            identity = {
+                "method": cell.method,
+                "dataset": cell.dataset,
+                "n_labels": cell.n_labels,
+                "seed": cell.seed,
+                "settings": cell.settings,
+            }
             study.enqueue_trial(
-                {}, user_attrs={"cell": cell.to_json(), "cell_key": cell.key, "force": force}
+                {},
+                user_attrs={
+                    "cell": cell.to_json(),
+                    "cell_key": cell.key,
+                    "force": force,
+                    **identity,
+                },
             )
-    return pending
 
 
 def _log_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:
+    if result.vae_keys:  # which cached VAE(s) the cell's numbers were computed on
+        tracker.set_tags(run_id, {"vae_cache_keys": ",".join(result.vae_keys)})
+    if result.trained_vae_keys:  # this run holds their weights: find it by this tag
+        tracker.set_tags(run_id, {"vae_trained_keys": ",".join(result.trained_vae_keys)})
     tracker.log_metrics(
         run_id,
         {
@@ -160,11 +186,17 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
             raise optuna.TrialPruned("no cell queued")
         cell = Cell.from_json(trial.user_attrs["cell"])
         tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one
-        if not trial.user_attrs.get("force") and tracker.has_finished(cell.key):
+        if not trial.user_attrs.get("force") and tracker.has_finished(cell.key, cell.code):
             raise optuna.TrialPruned("cell already finished elsewhere")
         run_id = tracker.start_run(
             cell.label,
-            {"cell_key": cell.key, "param_source": cell.param_source},
+            {
+                "cell_key": cell.key,
+                "code_version": cell.code,
+                "settings": cell.settings,
+                "data_fingerprint": cell.fingerprint,
+                "param_source": cell.param_source,
+            },
             options.parent_run_id,
         )
         trial.set_user_attr("mlflow_run_id", run_id)
@@ -191,13 +223,36 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
             message = f"{type(error).__name__}: {error}"
             tracker.set_tags(run_id, {"error": message, "traceback": traceback.format_exc()})
             raise CellFailed(f"{cell.label}: {message}") from error
-        finally:  # KeyboardInterrupt leaves status KILLED; the cell is redone next time
+        finally:  # KeyboardInterrupt leaves status KILLED; the cell resumes next time
             tracker.finish(run_id, status)
+            folder = ws.checkpoint_dir(cell)
+            if status != "KILLED" and folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     return objective
 
 
-def work(options: RunOptions, study_name_: str, bar: tqdm | None = None) -> None:
+def _give_heartbeat_once(study: optuna.Study, seen: set[int]) -> None:
+    """Give each RUNNING trial one heartbeat, once per process.
+
+    A worker interrupted between popping a trial and its first heartbeat (Ctrl-C or kill -9 in
+    that instant) leaves a RUNNING trial that Optuna never finds stale, and every later run
+    would wait on it forever. One heartbeat makes it go stale like any dead worker's (after the
+    grace period); for a live worker it is just one more beat.
+    """
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id not in seen:
+            seen.add(trial._trial_id)
+            storage.record_heartbeat(trial._trial_id)
+
+
+def work(
+    options: RunOptions,
+    study_name_: str,
+    progress: GridProgress | None = None,
+    on_change: Callable[[], None] | None = None,
+) -> None:
     """Pop and run cells until the queue is empty and no other worker holds one."""
     tracker = Tracker(options.tracking_uri, options.experiment)
     study = optuna.load_study(
@@ -208,22 +263,29 @@ def work(options: RunOptions, study_name_: str, bar: tqdm | None = None) -> None
         resolve_device(options.device),
         VAECache(options.vae_cache_dir),
         options.progress,
+        checkpoint_root=Path(options.vae_cache_dir).parent / "checkpoints",
     )
     objective = make_objective(tracker, ws, options)
+    seen: set[int] = set()
 
     def advance(study: optuna.Study, trial: FrozenTrial) -> None:
-        if bar is not None and trial.state != TrialState.PRUNED:
-            bar.update(1)
+        if trial.state == TrialState.PRUNED:
+            return
+        if progress is not None:
+            progress.cell_finished(trial.user_attrs.get("cell_key", ""))
+        if on_change is not None:
+            on_change()
 
     while True:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if waiting:
-            if bar is not None:
-                bar.set_postfix_str(Cell.from_json(waiting[0].user_attrs["cell"]).label)
+            if progress is not None:
+                progress.cell_started(Cell.from_json(waiting[0].user_attrs["cell"]).label)
             study.optimize(objective, n_trials=1, catch=(CellFailed,), callbacks=[advance])
             continue
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return
+        _give_heartbeat_once(study, seen)
         optuna.storages.fail_stale_trials(study)  # a dead worker's cell comes back as WAITING
         time.sleep(1.0)
 
@@ -233,12 +295,31 @@ def _worker_main(options: RunOptions, name: str) -> None:
     work(options, name)
 
 
-def run_workers(options: RunOptions, name: str, n_workers: int, total: int) -> None:
-    bar = tqdm(total=total, desc="cells", unit="cell", disable=not options.progress)
-    if n_workers == 1:
-        work(options, name, bar)
-        bar.close()
-        return
+def run_workers(
+    options: RunOptions,
+    name: str,
+    n_workers: int,
+    estimates: dict[str, float],
+    on_change: Callable[[], None] | None = None,
+) -> None:
+    """Run the queue with n_workers processes; the progress line weighs cells by cost."""
+    progress = GridProgress(estimates, enabled=options.progress)
+    try:
+        if n_workers == 1:
+            work(options, name, progress, on_change)
+            return
+        _run_processes(options, name, n_workers, progress, on_change)
+    finally:
+        progress.close()
+
+
+def _run_processes(
+    options: RunOptions,
+    name: str,
+    n_workers: int,
+    progress: GridProgress,
+    on_change: Callable[[], None] | None,
+) -> None:
     quiet = RunOptions(**{**options.__dict__, "progress": False})
     context = mp.get_context("spawn")
     procs = [context.Process(target=_worker_main, args=(quiet, name)) for _ in range(n_workers)]
@@ -246,33 +327,55 @@ def run_workers(options: RunOptions, name: str, n_workers: int, total: int) -> N
         p.start()
     study = optuna.load_study(study_name=name, storage=open_storage(options.storage))
     finished = (TrialState.COMPLETE, TrialState.FAIL)
-    before = len(study.get_trials(deepcopy=False, states=finished))
+    before = {t.number for t in study.get_trials(deepcopy=False, states=finished)}
+    seen_done = 0
     try:
         while any(p.is_alive() for p in procs):
-            done = len(study.get_trials(deepcopy=False, states=finished)) - before
-            bar.n = min(total, done)
-            bar.refresh()
+            trials = study.get_trials(deepcopy=False)
+            done = [
+                t.user_attrs.get("cell_key", "")
+                for t in trials
+                if t.state in finished and t.number not in before
+            ]
+            running = [
+                Cell.from_json(t.user_attrs["cell"]).label
+                for t in trials
+                if t.state == TrialState.RUNNING and "cell" in t.user_attrs
+            ]
+            progress.current = "; ".join(running)
+            progress.set_done(done)
+            if len(done) != seen_done and on_change is not None:
+                seen_done = len(done)
+                on_change()
             time.sleep(2.0)
     finally:
         for p in procs:
             p.join(timeout=1) if not p.is_alive() else p.terminate()
-        bar.close()
 
 
 def launch(
-    cells: list[Cell], options: RunOptions, tracker: Tracker, n_workers: int, force: bool
+    cells: list[Cell],
+    options: RunOptions,
+    tracker: Tracker,
+    n_workers: int,
+    force: bool,
+    plan: Plan | None = None,
+    on_change: Callable[[], None] | None = None,
 ) -> list[str]:
-    """Enqueue the grid, run the workers, and return the failures of this invocation."""
+    """Enqueue the grid (in the plan's order: cheapest first), run the workers, and return the
+    failures of this invocation. `on_change` is called after each finished cell."""
     name = study_name(options.experiment, cells)
     storage = open_storage(options.storage, tracker)
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True
     )
-    pending = enqueue(study, cells, tracker, force)
-    skipped = len(cells) - len(pending)
-    if skipped:
-        print(f"{skipped} of {len(cells)} cells already have a FINISHED run; skipping them.")
+    if plan is None:
+        pending, _ = pending_cells(cells, tracker, force)
+        estimates = {c.key: 1.0 for c in pending}
+    else:
+        pending, estimates = plan.pending, plan.seconds
+    enqueue(study, pending, force)
     if pending:
-        run_workers(options, name, n_workers, len(pending))
+        run_workers(options, name, n_workers, {c.key: estimates[c.key] for c in pending}, on_change)
     failed = tracker.cell_runs("FAILED", parent_id=options.parent_run_id)
     return [f"{row.cell_key}: {row.error}" for row in failed.itertuples()]

@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 import methods
-from benchmark import datasets, grid
+from benchmark import datasets, grid, preflight
 from benchmark import report as report_mod
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
-from benchmark.runner import DEFAULT_STORAGE, RunOptions, launch
+from benchmark.options import DEFAULT_STORAGE
+from benchmark.plan import Plan, make_plan
+from benchmark.runner import RunOptions, launch, pending_cells
 from benchmark.tracking import Tracker
+from methods.vae import VAEConfig
+from methods.vae_cache import VAECache, cache_key
 
 
-def _check_data(names: list[str], data_dir: str | None) -> None:
-    """Fail before any training if a dataset's train or test files are missing or malformed."""
-    for name in names:
-        ds = datasets.load(name, data_dir)
-        ds.split("train")
-        for stem in datasets.SPLIT_FILES["test"]:
-            if datasets._file_in(ds.directory, stem) is None:
-                raise UsageError(f"Dataset {name!r}: {stem}[.gz] missing in {ds.directory}.")
+def checked_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[grid.Cell]:
+    """Every check possible before training (paths, device, data, class sizes); the cells
+    bound to the fingerprints of the data they will read."""
+    preflight.writable_dir(args.results_dir, "--results-dir")
+    preflight.writable_dir(args.vae_cache_dir, "--vae-cache-dir")
+    preflight.sqlite_parent(args.storage or DEFAULT_STORAGE, "--storage")
+    preflight.sqlite_parent(args.tracking_uri, "--tracking-uri")
+    resolve_device(args.device)
+    budgets: dict[str, set[int]] = {}
+    for cell in cells:
+        budgets.setdefault(cell.dataset, set()).add(cell.n_labels)
+    subset = max((c.subset for c in cells), default=0)
+    return grid.with_fingerprints(cells, preflight.check_data(budgets, args.data_dir, subset))
 
 
 def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
@@ -51,20 +60,43 @@ def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
     )
 
 
+def plan_for(
+    args: argparse.Namespace, cells: list[grid.Cell], tracker: Tracker, force: bool
+) -> Plan:
+    """Which checked cells still have to run, in which order, and how long they should take."""
+    device = resolve_device(args.device)
+    cache = VAECache(args.vae_cache_dir)
+    pending, stale = pending_cells(cells, tracker, force)
+
+    def cached(cell: grid.Cell, config: VAEConfig) -> bool:
+        return cache.path(cache_key(cell.fingerprint, config, cell.seed, device)).exists()
+
+    history = tracker.cell_runs("FINISHED") if pending else pd.DataFrame()
+    return make_plan(cells, pending, stale, cached, history, args.workers)
+
+
 def launch_tracked(
     args: argparse.Namespace,
     cells: list[grid.Cell],
     kind: str,
     params: dict[str, object],
     force: bool = False,
-) -> list[str]:
-    """Validate data and device, open a parent run of this `kind`, run the cells; the failures.
+    on_change: Callable[[], None] | None = None,
+) -> tuple[list[str], list[grid.Cell]]:
+    """Check everything, print the plan, open a parent run of this `kind` and run the cells:
+    the failures and the cells as run (bound to their data's fingerprint). `on_change` is
+    called whenever a cell has finished. With `args.dry_run` it stops after the plan.
 
     `run` and `reproduce` both go through here, so their cells are executed and recorded alike.
     """
+    if any(not c.fingerprint for c in cells):
+        cells = checked_cells(args, cells)
     device = resolve_device(args.device)
-    _check_data(sorted({c.dataset for c in cells}), args.data_dir)
     tracker = Tracker(args.tracking_uri, args.experiment)
+    plan = plan_for(args, cells, tracker, force)
+    print(plan.render(f"python -m benchmark {kind if kind != 'grid' else 'run'}"), flush=True)
+    if getattr(args, "dry_run", False) or not plan.pending:
+        return [], cells
     parent = tracker.start_run(
         f"{kind} ({len(cells)} cells)", {"kind": kind, "command": " ".join(sys.argv)}
     )
@@ -80,20 +112,60 @@ def launch_tracked(
     )
     status = "KILLED"
     try:
-        failures = launch(cells, options, tracker, args.workers, force)
+        failures = launch(cells, options, tracker, args.workers, force, plan, on_change)
         status = "FAILED" if failures else "FINISHED"
     finally:
         tracker.finish(parent, status)
-    return failures
+    return failures, cells
 
 
 def run(args: argparse.Namespace) -> int:
-    cells = cells_from_args(args)
+    cells = checked_cells(args, cells_from_args(args))
     names = ("methods", "datasets", "labels", "seeds", "epochs", "latent_dim", "params", "settings")
     params = {name: getattr(args, name) for name in (*names, "workers", "subset")}
-    failures = launch_tracked(args, cells, "grid", params, args.force)
-    report(args.tracking_uri, args.experiment, Path(args.results_dir))
+    tables = TableWriter(args, cells)
+    failures, _ = launch_tracked(args, cells, "grid", params, args.force, tables.write)
+    if not args.dry_run:
+        tables.write(final=True)
     return exit_code(failures)
+
+
+class TableWriter:
+    """Rewrites results/ from this run's own cells (never from runs of other settings in the
+    same store), after every finished cell, so an interrupted study leaves its finished part
+    readable. The caption names the command and the settings."""
+
+    def __init__(self, args: argparse.Namespace, cells: list[grid.Cell]) -> None:
+        self.args, self.cells = args, cells
+        self.results_dir = Path(args.results_dir)
+        self.tracker: Tracker | None = None
+
+    def caption(self) -> str:
+        settings = sorted({c.settings for c in self.cells})
+        return (
+            f"Made by `python -m benchmark {' '.join(sys.argv[1:]) or 'run'}`; settings:"
+            f" {'; '.join(settings)}; only this command's cells (see `report` for the whole"
+            " store)."
+        )
+
+    def write(self, final: bool = False) -> None:
+        self.tracker = self.tracker or Tracker(self.args.tracking_uri, self.args.experiment)
+        runs = self.tracker.cell_runs("FINISHED")
+        keys = {(c.key, c.code) for c in self.cells}
+        if not runs.empty:
+            own = [(k, v) in keys for k, v in zip(runs["cell_key"], runs["code_version"])]
+            runs = runs[own]
+        if runs.empty:
+            if final:
+                print("No FINISHED cells to tabulate.")
+            return
+        summary = report_mod.write_report(runs, self.results_dir, self.caption())
+        if final:
+            print((self.results_dir / "summary.md").read_text())
+            print(
+                f"wrote {self.results_dir}/summary.csv, summary.md, accuracy_vs_labels.png"
+                f" ({len(summary)} rows)"
+            )
 
 
 def exit_code(failures: list[str]) -> int:
@@ -120,7 +192,13 @@ def report(
     if runs.empty:
         print(f"No FINISHED runs in experiment {experiment!r} yet; nothing to report.")
         return 0
-    summary = report_mod.write_report(runs, results_dir)
+    results_dir = preflight.writable_dir(results_dir, "--results-dir")
+    caption = (
+        f"Every FINISHED cell in experiment {experiment!r} ({', '.join((tracking_uri, *also_from))});"
+        " the latest run of each cell and settings counts; rows whose settings differ from the"
+        " defaults say how."
+    )
+    summary = report_mod.write_report(runs, results_dir, caption)
     print((results_dir / "summary.md").read_text())
     print(
         f"wrote {results_dir}/summary.csv, summary.md, accuracy_vs_labels.png ({len(summary)} rows)"

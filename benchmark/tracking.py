@@ -20,9 +20,8 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from benchmark.errors import UsageError
+from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-DEFAULT_EXPERIMENT = "ssl-vae-benchmark"
 MAX_PARAM_LENGTH = 6000
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
@@ -148,18 +147,23 @@ class Tracker:
             if not token:
                 return
 
-    def finished_cell_keys(self) -> set[str]:
-        return {
-            r.data.tags["cell_key"]
-            for r in self.runs("attributes.status = 'FINISHED'")
-            if "cell_key" in r.data.tags
-        }
+    def finished_cells(self) -> dict[str, set[str]]:
+        """Cell key -> the code versions it has FINISHED runs of ('' for runs before versions)."""
+        done: dict[str, set[str]] = {}
+        for r in self.runs("attributes.status = 'FINISHED'"):
+            if "cell_key" in r.data.tags:
+                done.setdefault(r.data.tags["cell_key"], set()).add(
+                    r.data.tags.get("code_version", "")
+                )
+        return done
 
-    def has_finished(self, cell_key: str) -> bool:
+    def has_finished(self, cell_key: str, code_version: str) -> bool:
+        """A FINISHED run of this cell made by this code version exists."""
         escaped = cell_key.replace("'", "")
         found = self.client.search_runs(
             [self.experiment_id],
-            f"tags.cell_key = '{escaped}' and attributes.status = 'FINISHED'",
+            f"tags.cell_key = '{escaped}' and attributes.status = 'FINISHED'"
+            f" and tags.code_version = '{code_version.replace(chr(39), '')}'",
             max_results=1,
         )
         return len(found) > 0
@@ -197,6 +201,9 @@ class Tracker:
                     "seed": int(r.data.params.get("seed", 0)),
                     "start_time": r.info.start_time,
                     "error": r.data.tags.get("error", ""),
+                    "settings": r.data.tags.get("settings"),
+                    "code_version": r.data.tags.get("code_version", ""),
+                    "params": dict(r.data.params),
                     **r.data.metrics,
                 }
             )

@@ -3,7 +3,7 @@
 `python -m benchmark tune --method M --dataset D --labels N` runs an Optuna study over the
 method's own search space (its `search_space(trial)`, next to its defaults). Each trial is scored
 by stratified k-fold cross-validation on the labeled images of the budget alone, so the test
-files are never opened; the best parameters go to results/tuned/M-D-N.json for
+files are never opened; the best parameters go to results/tuned/M-D-N-seedS.json (one per seed) for
 `run --params tuned`. The study itself lives in `benchmark.tuning`, imported only when needed.
 """
 
@@ -15,14 +15,9 @@ from typing import Any
 
 import methods
 from benchmark import datasets, grid
-from benchmark.cli import add_common, positive_int
-from benchmark.devices import DEVICE_CHOICES
 from benchmark.errors import UsageError
 from benchmark.splits import check_budget
-from methods.vae_cache import DEFAULT_CACHE_DIR
 
-DEFAULT_TRIALS = 20
-DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # the runner's default: one file for all studies
 MAX_FOLDS = 5
 MIN_LABELS_PER_CLASS = 2  # a class needs one image to fit on and one to score in every fold
 
@@ -111,41 +106,3 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from benchmark import tuning  # optuna, MLflow and torch training: only once input is valid
 
     return tuning.run_study(request, args)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "tune",
-        help="Optuna study of one method's search space, scored by CV inside the labeled budget",
-        description=(
-            "Tune one method for one dataset and label budget. Each trial's score is the mean"
-            " stratified k-fold CV accuracy (k = min(5, labels per class)) on the labeled images"
-            " of the budget; the test set is never read. Running the same command again"
-            " continues the study. The best parameters are written to"
-            " RESULTS_DIR/tuned/METHOD-DATASET-LABELS.json for `run --params tuned`."
-        ),
-    )
-    p.add_argument("--method", required=True, help="one method (see `list`)")
-    p.add_argument("--dataset", required=True, help="mnist or fashion-mnist")
-    p.add_argument("--labels", type=int, required=True, help="label budget, e.g. 100")
-    p.add_argument("--seed", type=int, default=0, help="labeled split, folds, VAE and sampler")
-    p.add_argument(
-        "--trials",
-        type=int,
-        default=DEFAULT_TRIALS,
-        help=f"trials to run in this call (default {DEFAULT_TRIALS}); earlier ones are kept",
-    )
-    p.add_argument("--epochs", type=positive_int, help="training epochs (VAE and M2-style models)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
-    p.add_argument("--study-name", help="default: tune-METHOD-DATASET-LABELS-seedSEED")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--vae-cache-dir", default=str(DEFAULT_CACHE_DIR), help="shared with `run`")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument(
-        "--subset",
-        type=positive_int,
-        default=0,
-        help="use only the first N training images (quick smoke runs)",
-    )
-    add_common(p)
-    p.set_defaults(handler=cmd_tune)

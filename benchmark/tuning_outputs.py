@@ -191,7 +191,10 @@ def summarise(
         {"best_params": json.dumps(best.params, sort_keys=True), "best_trial": best.number},
     )
     path = write_json(
-        grid.tuned_path(results_dir, request.method, request.dataset, request.n_labels), payload
+        grid.tuned_path(
+            results_dir, request.method, request.dataset, request.n_labels, request.seed
+        ),
+        payload,
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

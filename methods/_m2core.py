@@ -23,13 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from benchmark.devices import seeded_generator
 from benchmark.errors import UsageError
 from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
-from methods.vae import TrainingDiverged
+from methods.training import Checkpoint, Loop, run_loop
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -89,6 +88,20 @@ M2_DEFAULTS: dict[str, Any] = {
     "alpha": 46.0,
     "val_fraction": 0.1,
 }
+
+
+# Measured on the reference 2-core CPU: an epoch of pixel M2 (784 inputs, hidden 500) over
+# 60,000 images x 10 classes took ~28 s; the cost is roughly linear in images and layer sizes.
+M2_EPOCH_SECONDS = 28.0
+
+
+def m2_seconds(params: dict[str, Any], n_train: int, n_inputs: int) -> float:
+    """Estimated seconds of one M2 cell (the run plan's ETA), from its epochs and sizes."""
+    h = int(params["hidden"])
+    weights = 2 * n_inputs * h + 2 * h * int(params["z_dim"]) + h * 10
+    reference = 2 * 784 * 500 + 2 * 500 * 50 + 500 * 10
+    per_epoch = M2_EPOCH_SECONDS * (n_train / 60_000) * (0.3 + 0.7 * weights / reference)
+    return 5.0 + int(params["epochs"]) * per_epoch
 
 
 def suggest_m2(trial: Any) -> dict[str, Any]:
@@ -201,6 +214,7 @@ def train_m2(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     desc: str = "M2",
+    checkpoint: Checkpoint | None = None,
 ) -> M2:
     """Train M2 on the rows of `x` (on the device): `labeled` rows carry `y_labeled`, the others
     are unlabeled, except `held_out` rows (a validation slice), which are not trained on at all.
@@ -219,9 +233,8 @@ def train_m2(
     n_steps = max(1, -(-len(unlabeled) // config.batch_size))
     lb = min(config.labeled_batch_size, len(labeled))
     share = len(labeled) / (len(labeled) + len(unlabeled))
-    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
+
+    def run_epoch(epoch: int) -> float:
         order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
         stream = _labeled_stream(len(labeled), n_steps * lb, generator, device)
         total = torch.zeros((), device=device)
@@ -234,15 +247,22 @@ def train_m2(
             loss.backward()
             optimizer.step()
             total += loss.detach()
-        epoch_loss = float(total) / n_steps
-        if not math.isfinite(epoch_loss):
-            raise TrainingDiverged(
-                f"M2 loss became {epoch_loss} at epoch {epoch + 1}; lower the learning rate"
-                f" (lr={config.lr}) or alpha (alpha={config.alpha})."
-            )
-        bar.set_postfix(loss=f"{epoch_loss:.2f}")
-        if on_epoch is not None:
-            on_epoch(epoch, epoch_loss, model)
+        return float(total) / n_steps
+
+    run_loop(
+        Loop(
+            name=desc,
+            model=model,
+            optimizer=optimizer,
+            generator=generator,
+            epochs=config.epochs,
+            run_epoch=run_epoch,
+            on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(e, loss, model),
+            checkpoint=checkpoint,
+            progress=progress,
+            hint=f"lower the learning rate (lr={config.lr}) or alpha (alpha={config.alpha})",
+        )
+    )
     model.eval()
     return model
 
@@ -285,4 +305,5 @@ def fit_m2(features: torch.Tensor, data: TrainData, params: dict[str, Any], like
         held_out=labeled[val_pos],
         on_epoch=log_epoch,
         progress=data.progress,
+        checkpoint=data.checkpoint("m2.pt"),
     )

@@ -11,13 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from benchmark.errors import UsageError
 from benchmark.splits import UNLABELED
+from methods.params import COMMON_RULES, Rule, coerce_all
+from methods.training import Checkpoint
 from methods.vae import VAE, VAEConfig
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -45,6 +47,12 @@ class TrainData:
     vae: VAEProvider | None = None
     log_metric: MetricLogger = field(default=_no_log)
     progress: bool = False
+    checkpoint_dir: Path | None = None  # where long trainings keep their latest epoch
+
+    def checkpoint(self, name: str) -> Checkpoint | None:
+        """A checkpoint file for one of the method's training loops, if the runner gave a
+        folder: an interrupted cell then resumes its training instead of starting over."""
+        return None if self.checkpoint_dir is None else Checkpoint(self.checkpoint_dir / name)
 
     @property
     def x_labeled(self) -> np.ndarray:
@@ -69,6 +77,9 @@ class Method(ABC):
     description: ClassVar[str]
     uses_vae: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = {}
+    # Ranges and choices beyond each default's type (methods.params.COMMON_RULES covers the
+    # usual names); a value outside them is refused before any data is loaded.
+    rules: ClassVar[Mapping[str, Rule]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,18 +95,21 @@ class Method(ABC):
         REGISTRY[cls.name] = cls
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise UsageError(
-                f"Unknown parameter(s) {', '.join(unknown)} for method {self.name!r}."
-                f" Known: {', '.join(sorted(self.defaults)) or 'none'}."
-            )
-        self.params: dict[str, Any] = {**self.defaults, **params}
+        self.params: dict[str, Any] = coerce_all(
+            self.name, params, self.defaults, {**COMMON_RULES, **self.rules}
+        )
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         """Parameters for one Optuna trial; {} means the method has nothing to tune."""
         return {}
+
+    @classmethod
+    def estimated_seconds(cls, n_labels: int, n_train: int, params: Mapping[str, Any]) -> float:
+        """Rough seconds of one cell (fit, predict, score) on the reference 2-core CPU, not
+        counting the shared VAE's training. Only the run plan and its ETA use it, so a method
+        that is an order of magnitude costlier must say so here."""
+        return 5.0
 
     @abstractmethod
     def fit(self, data: TrainData) -> None: ...
@@ -107,6 +121,20 @@ class Method(ABC):
     def cluster_assignments(self, x: np.ndarray) -> np.ndarray | None:
         """Unsupervised cluster per row, for methods that cluster; scored by the runner."""
         return None
+
+
+# Measured on the reference 2-core CPU (torch 2.13): one epoch of the default 784-512-256-10
+# VAE over 60,000 images, batch 256. Other sizes scale with their weight count.
+VAE_EPOCH_SECONDS = 4.0
+VAE_REFERENCE_WEIGHTS = 784 * 512 + 512 * 256
+
+
+def vae_seconds(config: VAEConfig, n_train: int, n_inputs: int = 784) -> float:
+    """Estimated seconds to train a VAE of `config` on n_train images (the plan's ETA)."""
+    sizes = [n_inputs, *config.hidden, config.latent_dim]
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    per_epoch = VAE_EPOCH_SECONDS * (n_train / 60_000) * weights / VAE_REFERENCE_WEIGHTS
+    return config.epochs * per_epoch + 1.0
 
 
 VAE_DEFAULTS: dict[str, Any] = {
@@ -146,6 +174,10 @@ class VAEFeatureMethod(Method):
 
     def features(self, x: np.ndarray) -> np.ndarray:
         return self.vae_.latent_means(x)
+
+    @classmethod
+    def estimated_seconds(cls, n_labels: int, n_train: int, params: Mapping[str, Any]) -> float:
+        return 3.0 + 0.002 * n_labels  # encode 70k images, fit on the budget
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_features(self.features(x))

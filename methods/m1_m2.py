@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from methods._holdout import predict_classes
-from methods._m2core import M2_DEFAULTS, fit_m2, suggest_m2
+from methods._m2core import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
 from methods.base import VAE_DEFAULTS, Method, TrainData, vae_config_from
 
 ACTIVE_VARIANCE = 0.01
@@ -44,6 +44,10 @@ class M1M2(Method):
             **suggest_m2(trial),
             "kingma_alpha": trial.suggest_float("kingma_alpha", 0.01, 1.0, log=True),
         }
+
+    @classmethod
+    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+        return m2_seconds(params, n_train, n_inputs=int(params["latent_dim"]))
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         z = self.vae_.latent_means(x)[:, self.active_]

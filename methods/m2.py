@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from methods._holdout import predict_classes
-from methods._m2core import M2_DEFAULTS, fit_m2, suggest_m2
+from methods._m2core import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
 from methods.base import Method, TrainData
 
 
@@ -27,6 +27,10 @@ class M2Method(Method):
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         return {**suggest_m2(trial), "alpha": trial.suggest_float("alpha", 5.0, 500.0, log=True)}
+
+    @classmethod
+    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+        return m2_seconds(params, n_train, n_inputs=784)
 
     def fit(self, data: TrainData) -> None:
         x = torch.from_numpy(data.x).to(data.device)

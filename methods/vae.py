@@ -11,7 +11,6 @@ permutation: no DataLoader, no global RNG, bit-identical weights for a seed on t
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 import weakref
@@ -22,14 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from benchmark.devices import seeded_generator
 from benchmark.errors import UsageError
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the model is not cached."""
+from methods.training import Checkpoint, Loop, run_loop
 
 
 @dataclass(frozen=True)
@@ -166,6 +161,7 @@ def train_vae(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     desc: str = "VAE",
+    checkpoint: Checkpoint | None = None,
 ) -> TrainedVAE:
     """Train (or continue training `model`) on the rows of `x`, which already lives on the device.
 
@@ -183,11 +179,8 @@ def train_vae(
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
     n = len(x)
-    history: list[float] = []
-    start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
+
+    def run_epoch(epoch: int) -> float:
         order = torch.randperm(n, generator=generator, device=device)
         total = torch.zeros((), device=device)
         for begin in range(0, n, config.batch_size):
@@ -198,15 +191,21 @@ def train_vae(
             loss.backward()
             optimizer.step()
             total += loss.detach() * len(idx)
-        epoch_loss = float(total) / n  # one device sync per epoch, not per batch
-        if not math.isfinite(epoch_loss):
-            raise TrainingDiverged(
-                f"VAE loss became {epoch_loss} at epoch {epoch + 1}; lower the learning rate"
-                f" (lr={config.lr}) or check the input scaling."
-            )
-        history.append(epoch_loss)
-        bar.set_postfix(loss=f"{epoch_loss:.2f}")
-        if on_epoch is not None:
-            on_epoch(epoch, epoch_loss, model)
-    model.eval()
+        return float(total) / n  # one device sync per epoch, not per batch
+
+    start = time.perf_counter()
+    history = run_loop(
+        Loop(
+            name=desc,
+            model=model,
+            optimizer=optimizer,
+            generator=generator,
+            epochs=config.epochs,
+            run_epoch=run_epoch,
+            on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(e, loss, model),
+            checkpoint=checkpoint,
+            progress=progress,
+            hint=f"lower the learning rate (lr={config.lr}) or check the input scaling",
+        )
+    )
     return TrainedVAE(model, history, time.perf_counter() - start)

@@ -1,18 +1,18 @@
 """On-disk cache of trained VAEs, so every method and label budget reuses one model.
 
-The key hashes the data fingerprint, the full config, the seed, the device type and the source
-of the VAE code, so editing the model or its training loop invalidates old entries while an
-edit elsewhere does not. Entries are written atomically (temp file + rename) with a SHA-256 of
-their payload; an unreadable or mismatching entry is reported, deleted and retrained. A lock
-file stops two workers from training the same VAE at the same time.
+The key hashes the data fingerprint, the full config, the seed, the device type, the torch
+version and the whole source files the VAE's weights depend on (the VAE module, everything it
+imports from this project, and the dataset reader that scales the pixels), so a fix in any of
+them invalidates old entries while an edit elsewhere does not. Entries are written atomically
+(temp file + rename) with a SHA-256 of their payload and their own key inside it: an
+unreadable, mismatching or misplaced entry (a valid file under another key) is reported,
+deleted and retrained. A lock file stops two workers from training the same VAE at once.
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
-import inspect
 import io
 import json
 import logging
@@ -23,21 +23,19 @@ from pathlib import Path
 
 import torch
 
+from benchmark import options
+from benchmark.provenance import modules_hash
 from methods import vae as vae_module
+from methods.training import Checkpoint
 from methods.vae import VAE, EpochCallback, TrainedVAE, VAEConfig, train_vae
 
 log = logging.getLogger(__name__)
-DEFAULT_CACHE_DIR = Path("mlruns") / "vae-cache"
+DEFAULT_CACHE_DIR = Path(options.DEFAULT_CACHE_DIR)
 
 
-@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of the code that determines a trained VAE's weights (read from the module itself)."""
-    parts = [
-        inspect.getsource(obj)
-        for obj in (vae_module._mlp, vae_module.VAE, vae_module.negative_elbo, vae_module.train_vae)
-    ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+    """Hash of the code that determines a trained VAE's weights, and torch's version."""
+    return modules_hash((vae_module.__name__, "benchmark.datasets"), libraries=("torch", "numpy"))
 
 
 def cache_key(fingerprint: str, config: VAEConfig, seed: int, device: torch.device) -> str:
@@ -71,6 +69,8 @@ class VAECache:
             if hashlib.sha256(payload).hexdigest() != digest:
                 raise ValueError("checksum mismatch")
             entry = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+            if entry.get("key") != key:
+                raise ValueError(f"it holds the VAE of key {entry.get('key')}, not {key}")
             model = VAE(entry["n_inputs"], VAEConfig(**entry["config"]))
             model.load_state_dict(entry["state_dict"])
         except Exception as error:  # any damage means: retrain
@@ -83,6 +83,7 @@ class VAECache:
     def save(self, key: str, trained: TrainedVAE) -> Path:
         model = trained.model
         entry = {
+            "key": key,
             "n_inputs": model.n_inputs,
             "config": asdict(model.config),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -122,12 +123,20 @@ class VAECache:
             cached = self.load(key, x.device)
             if cached is not None:
                 return cached, True, self.path(key)
-            trained = train_vae(
-                x,
-                config,
-                seed,
-                on_epoch=on_epoch,
-                progress=progress,
-                desc=f"VAE z={config.latent_dim}",
-            )
-            return trained, False, self.save(key, trained)
+            checkpoint = Checkpoint(self.directory / f"vae-{key}.ckpt")
+            try:
+                trained = train_vae(
+                    x,
+                    config,
+                    seed,
+                    on_epoch=on_epoch,
+                    progress=progress,
+                    desc=f"VAE z={config.latent_dim}",
+                    checkpoint=checkpoint,
+                )
+            except Exception:  # diverged or pruned: nothing to resume; an interrupt keeps it
+                checkpoint.clear()
+                raise
+            path = self.save(key, trained)
+            checkpoint.clear()
+            return trained, False, path

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from methods._holdout import split_labeled
-from methods.base import TrainData
+from methods.base import TrainData, vae_config_from, vae_seconds
 from methods.vae import train_vae
 from methods.vae_gmm import VAEGMM
 
@@ -33,6 +33,15 @@ class VAEGMMMutual(VAEGMM):
             "rounds": trial.suggest_int("rounds", 1, 6),
             "epochs": trial.suggest_int("epochs", 1, 10),
         }
+
+    @classmethod
+    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+        rounds, epochs = int(params["rounds"]), int(params["epochs"])
+        return (
+            30.0
+            + rounds * 40.0
+            + rounds * vae_seconds(vae_config_from({**params, "vae_epochs": epochs}), n_train)
+        )
 
     def _prior_means(self, z: np.ndarray, data: TrainData) -> np.ndarray:
         """Per image: its component's mean; labeled images only choose among their class's."""
@@ -57,7 +66,12 @@ class VAEGMMMutual(VAEGMM):
         config = dataclasses.replace(self.vae_config(), epochs=int(self.params["epochs"]))
         x = torch.from_numpy(data.x).to(data.device)
         rounds = int(self.params["rounds"])
-        for round_ in range(rounds + 1):  # the last pass only fits the mixture on the final codes
+        checkpoint, first = data.checkpoint("mutual.pt"), 0
+        saved = checkpoint.load() if checkpoint else None
+        if saved is not None and saved.get("rounds") == rounds:  # resume after the last round
+            self.vae_.load_state_dict(saved["vae"])
+            first = int(saved["round"])
+        for round_ in range(first, rounds + 1):  # the last pass only fits the mixture
             z = self.vae_.latent_means(x)
             self.fit_features(z, train_data)
             data.log_metric("gmm_log_likelihood", float(self.gmm_.score(z)), round_)
@@ -78,4 +92,9 @@ class VAEGMMMutual(VAEGMM):
                 on_epoch=log_loss,
                 progress=data.progress,
                 desc=f"VAE⇄GMM round {round_ + 1}",
+                checkpoint=data.checkpoint(f"mutual-round{round_}.pt"),
             )
+            if checkpoint is not None:
+                checkpoint.save(
+                    {"round": round_ + 1, "rounds": rounds, "vae": self.vae_.state_dict()}
+                )

@@ -53,12 +53,31 @@ def tiny_data(tmp_path: Path) -> Path:
     return root
 
 
+def real_data_root() -> Path | None:
+    """Where the real MNIST and Fashion-MNIST are on this machine, if anywhere: the folder
+    $BENCHMARK_DATA_DIR names, ../shared/data beside the clone (CI), or the download cache."""
+    from benchmark.datasets import default_cache_dir
+
+    candidates = [os.environ.get("BENCHMARK_DATA_DIR"), REPO.parent / "shared" / "data"]
+    candidates.append(default_cache_dir())
+    for root in candidates:
+        if root and all((Path(root) / f / "raw").is_dir() for f in ("MNIST", "FashionMNIST")):
+            return Path(root)
+    return None
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The offline copies of the real datasets (../shared/data or $BENCHMARK_DATA_DIR)."""
-    root = Path(os.environ.get("BENCHMARK_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (root / "MNIST" / "raw").is_dir():
-        pytest.fail(f"real datasets not found at {root}; set BENCHMARK_DATA_DIR")
+    """The real datasets; the tests that need them skip (with the reason) where they are absent,
+    so a fresh clone's `python -m pytest` passes. CI points BENCHMARK_DATA_DIR at them."""
+    root = real_data_root()
+    if root is None and os.environ.get("BENCHMARK_REQUIRE_REAL_DATA"):
+        pytest.fail("BENCHMARK_REQUIRE_REAL_DATA is set but the real datasets were not found")
+    if root is None:
+        pytest.skip(
+            "real MNIST/Fashion-MNIST not found ($BENCHMARK_DATA_DIR, ../shared/data or the"
+            " download cache); `export BENCHMARK_DATA_DIR=DIR` to run these tests"
+        )
     return root
 
 

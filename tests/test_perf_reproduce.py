@@ -64,7 +64,7 @@ def test_reproduce_writes_comparison_and_reuses_finished_cells(
     assert "- **VAE + LinearSVC** vs `vae-linear-svm` (seed): ours is" in text
     capsys.readouterr()
     assert cli.main(argv) == 0  # second time: every cell is reused from MLflow
-    assert "2 of 2 cells already have a FINISHED run" in capsys.readouterr().out
+    assert "Plan: 2 cells, 0 to run (2 already finished)" in capsys.readouterr().out
 
 
 def test_perf_grid_is_a_valid_run_command_on_the_full_training_set(tmp_path: Path) -> None:

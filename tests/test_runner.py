@@ -91,7 +91,10 @@ def test_grid_logs_every_cell_resumes_and_reports(
             "vae_train_seconds",
         } <= set(run.data.metrics)
         assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
-        assert {"cell_key", "git_commit", "mlflow.parentRunId"} <= set(run.data.tags)
+        tags = set(run.data.tags)
+        assert {"cell_key", "git_commit", "mlflow.parentRunId", "code_version"} <= tags
+        assert {"settings", "data_fingerprint"} <= tags
+        assert ("vae_cache_keys" in tags) == (run.data.params["method"] != "pixel-svm")
         if run.data.params["method"] != "pixel-svm":
             assert run.data.params["latent_dim"] == "10" and run.data.params["vae_epochs"] == "2"
     assert len({r.data.tags["cell_key"] for r in runs}) == 16
@@ -99,6 +102,9 @@ def test_grid_logs_every_cell_resumes_and_reports(
     assert len(list(Path(stores["--vae-cache-dir"]).glob("vae-*.pt"))) == 2
     trained = [r for r in runs if r.data.metrics["vae_train_seconds"] > 0]
     assert len(trained) == 2
+    holders = {r.data.tags["vae_trained_keys"] for r in trained}
+    used = {r.data.tags["vae_cache_keys"] for r in runs if "vae_cache_keys" in r.data.tags}
+    assert holders == used  # every VAE a cell used is found on the run holding its weights
     client = MlflowClient(stores["--tracking-uri"])
     names = {a.path for a in client.list_artifacts(trained[0].info.run_id)}
     assert {"confusion_matrix.csv", "confusion_matrix.png", "vae"} <= names
@@ -123,7 +129,7 @@ def test_grid_logs_every_cell_resumes_and_reports(
         for r in runs
         if r.data.params["method"] == "vae-rbf-svm" and r.data.params["n_labels"] == "40"
     ]
-    row = summary[(summary.method == "vae-rbf-svm") & (summary.n_labels == 40)].iloc[0]
+    row = summary[(summary.base_method == "vae-rbf-svm") & (summary.n_labels == 40)].iloc[0]
     assert row.n_seeds == 2
     assert row.accuracy_mean == pytest.approx(np.mean(acc), abs=1e-3)
     assert row.accuracy_std == pytest.approx(np.std(acc, ddof=1), abs=1e-3)
@@ -221,7 +227,7 @@ def test_report_joins_runs_from_another_store(
     extra = ["--also-from", other["--tracking-uri"]]
     assert main(["report", *flatten(options), *extra]) == 0
     summary = pd.read_csv(joined / "summary.csv")
-    assert sorted(summary["method"].unique()) == ["pixel-svm", "vae-rbf-svm"]
+    assert sorted(summary["base_method"].unique()) == ["pixel-svm", "vae-rbf-svm"]
     missing = ["--also-from", f"sqlite:///{tmp_path}/nowhere.db"]
     assert main(["report", *flatten(options), *missing]) == 2
 

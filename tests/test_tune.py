@@ -57,7 +57,7 @@ def test_study_without_test_files_resumes_and_feeds_run(
     name = "tune-vae-rbf-svm-fashion-mnist-30-seed0"
     study = _study(stores, name)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    tuned_file = Path(stores["--results-dir"]) / "tuned" / "vae-rbf-svm-fashion-mnist-30.json"
+    tuned_file = Path(stores["--results-dir"]) / "tuned" / "vae-rbf-svm-fashion-mnist-30-seed0.json"
     tuned = json.loads(tuned_file.read_text())
     assert tuned["study_name"] == name and tuned["n_trials"] == 3 and tuned["seed"] == 0
     assert tuned["cv_accuracy"] == pytest.approx(study.best_value)
@@ -90,10 +90,17 @@ def test_study_without_test_files_resumes_and_feeds_run(
     make_fake_dataset(tiny_data, "FashionMNIST")  # the same images, now with the test files
     cached = sorted((Path(stores["--vae-cache-dir"])).glob("*.pt"))
     run = ["run", "--methods", "vae-rbf-svm", "--datasets", "fashion-mnist", "--labels", "30"]
-    assert main([*run, "--seeds", "0", "--params", "tuned", *common[2:]]) == 0
+    # tuned with --epochs 1: the same settings or nothing; seed 1 was never tuned
+    assert main([*run, "--seeds", "0", "--params", "tuned", *common[2:]]) == 2
+    assert "was tuned with epochs=1, but this run has epochs=None" in capsys.readouterr().err
+    assert main([*run, "--seeds", "0,1", "--params", "tuned", *common]) == 2
+    assert "tune --method vae-rbf-svm --dataset fashion-mnist --labels 30 --seed 1" in (
+        capsys.readouterr().err
+    )
+    assert main([*run, "--seeds", "0", "--params", "tuned", *common]) == 0
     cell = _runs(stores, "tags.cell_key != ''")
     assert len(cell) == 1
-    assert cell[0].data.tags["param_source"] == f"tuned:{tuned_file}"
+    assert cell[0].data.tags["param_source"] == f"tuned:{tuned_file}+cli"  # --epochs 1
     latest = json.loads(tuned_file.read_text())["params"]
     assert float(cell[0].data.params["C"]) == pytest.approx(latest["C"])
     assert int(cell[0].data.params["latent_dim"]) == latest["latent_dim"]

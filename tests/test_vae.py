@@ -8,7 +8,8 @@ import torch
 
 from benchmark import datasets
 from methods import vae_cache
-from methods.vae import VAE, TrainingDiverged, VAEConfig, train_vae
+from methods.training import TrainingDiverged
+from methods.vae import VAE, VAEConfig, train_vae
 from methods.vae_cache import VAECache, cache_key
 
 SMALL = VAEConfig(latent_dim=4, hidden=(64, 32), epochs=3, batch_size=64)

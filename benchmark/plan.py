@@ -1,0 +1,186 @@
+"""What a `run` will do, before it does it: cells per method, VAEs to train, estimated time.
+
+Estimates come from each method's cost model (`Method.estimated_seconds`, calibrated on the
+reference 2-core CPU) and the VAE's (`methods.base.vae_seconds`); when the tracking store holds
+earlier FINISHED runs, each method's estimate is scaled by how long its runs really took here.
+The plan also fixes the order: cheapest cells first, so an interrupted study has its baselines.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+import methods
+from benchmark.grid import Cell
+from methods.base import vae_config_from, vae_seconds
+from methods.vae import VAEConfig
+
+MNIST_TRAIN = 60_000
+
+
+@dataclass(frozen=True)
+class VAEJob:
+    dataset: str
+    seed: int
+    config: VAEConfig
+    seconds: float
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    pending: list[Cell]  # in run order: cheapest first
+    stale: int  # pending cells that have FINISHED runs made by other code
+    seconds: dict[str, float]  # cell key -> estimated seconds, VAEs it will train included
+    vaes: list[VAEJob]
+    calibration: str
+    workers: int = 1
+    factors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds[c.key] for c in self.pending)
+
+    def wall_seconds(self) -> float:
+        """Workers run in parallel only as far as cores allow (each uses one thread)."""
+        parallel = max(1, min(self.workers, (os.cpu_count() or 1)))
+        return self.total_seconds / parallel
+
+    def per_method(self) -> dict[str, tuple[int, int, float]]:
+        """method -> (cells, pending cells, estimated seconds of the pending ones)."""
+        out: dict[str, tuple[int, int, float]] = {}
+        for cell in self.cells:
+            n, p, s = out.get(cell.method, (0, 0, 0.0))
+            out[cell.method] = (n + 1, p, s)
+        for cell in self.pending:
+            n, p, s = out[cell.method]
+            out[cell.method] = (n, p + 1, s + self.seconds[cell.key])
+        return out
+
+    def render(self, command: str = "python -m benchmark run") -> str:
+        rows = self.per_method()
+        width = max(map(len, rows), default=6)
+        lines = [
+            f"Plan: {len(self.cells)} cells, {len(self.pending)} to run"
+            f" ({len(self.cells) - len(self.pending)} already finished"
+            + (f", {self.stale} to rerun because the code changed" if self.stale else "")
+            + f"), {len(self.vaes)} VAE(s) to train.",
+            f"  {'method':<{width}}  cells  to run  estimated",
+        ]
+        for method, (n, p, s) in sorted(rows.items(), key=lambda kv: kv[1][2]):
+            lines.append(f"  {method:<{width}}  {n:>5}  {p:>6}  {duration(s):>9}")
+        vae_total = sum(v.seconds for v in self.vaes)
+        if self.vaes:
+            lines.append(
+                f"  (VAE training, {duration(vae_total)}, is counted in the first cell"
+                " that needs each VAE)"
+            )
+        lines.append(
+            f"Estimated time: {duration(self.wall_seconds())} with {self.workers} worker(s)"
+            f" ({self.calibration})."
+        )
+        lines += self._cheaper(command)
+        return "\n".join(lines)
+
+    def _cheaper(self, command: str) -> list[str]:
+        """A cheaper command when the whole plan would take more than half an hour."""
+        if self.wall_seconds() < 1800:
+            return []
+        rows = self.per_method()
+        cheap = [m for m, (_, _, s) in rows.items() if s <= 0.1 * self.total_seconds]
+        seeds = sorted({c.seed for c in self.pending})
+        tips = []
+        if cheap and len(cheap) < len(rows):
+            cost = sum(rows[m][2] for m in cheap)
+            tips.append(f"--methods {','.join(sorted(cheap))} (~{duration(cost)})")
+        if len(seeds) > 1:
+            tips.append(
+                f"--seeds {seeds[0]} (~{duration(self.total_seconds / len(seeds))}; the same"
+                " command with more seeds later reuses it)"
+            )
+        if not tips:
+            return []
+        return [f"Cheaper: {command} " + " or ".join(tips) + "; --dry-run shows a plan only."]
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _n_train(cell: Cell, sizes: Mapping[str, int]) -> int:
+    return cell.subset or sizes.get(cell.dataset, MNIST_TRAIN)
+
+
+def _vae_config(cell: Cell) -> VAEConfig | None:
+    cls = methods.get(cell.method)
+    return vae_config_from(cell.param_dict) if cls.uses_vae else None
+
+
+def own_seconds(cell: Cell, n_train: int) -> float:
+    return methods.get(cell.method).estimated_seconds(cell.n_labels, n_train, cell.param_dict)
+
+
+def calibrate(history: pd.DataFrame) -> tuple[dict[str, float], str]:
+    """Per-method factors (measured / estimated) from earlier FINISHED runs in the store."""
+    if history.empty or "fit_seconds" not in history:
+        return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
+    ratios: dict[str, list[float]] = {}
+    for row in history.itertuples():
+        try:
+            cls = methods.get(row.method)
+            params = cls(**{k: v for k, v in row.params.items() if k in cls.defaults}).params
+            subset = int(row.params.get("subset", 0) or 0)
+            estimate = cls.estimated_seconds(row.n_labels, subset or MNIST_TRAIN, params)
+        except Exception:  # a run of a method or parameter that no longer exists
+            continue
+        if estimate > 0 and math.isfinite(row.fit_seconds) and row.fit_seconds > 0:
+            ratios.setdefault(row.method, []).append(row.fit_seconds / estimate)
+    factors = {m: min(10.0, max(0.1, statistics.median(r))) for m, r in ratios.items()}
+    if not factors:
+        return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
+    n = sum(len(r) for r in ratios.values())
+    return factors, f"cost model calibrated by {n} earlier run(s) of {len(factors)} method(s)"
+
+
+def make_plan(
+    cells: list[Cell],
+    pending: list[Cell],
+    stale: int,
+    cached: Any,
+    history: pd.DataFrame,
+    workers: int = 1,
+    sizes: Mapping[str, int] | None = None,
+) -> Plan:
+    """Order the pending cells cheapest first and estimate each one's time.
+
+    `cached(dataset, seed, config) -> bool` says whether a VAE is already in the cache.
+    """
+    sizes = sizes or {}
+    factors, calibration = calibrate(history)
+    own = {c.key: own_seconds(c, _n_train(c, sizes)) * factors.get(c.method, 1.0) for c in pending}
+    order = sorted(pending, key=lambda c: own[c.key])  # stable: keeps the (dataset, seed) mix
+    seconds, vaes, seen = dict(own), [], set()
+    for cell in order:
+        config = _vae_config(cell)
+        job = (cell.dataset, cell.seed, config)
+        if config is None or job in seen:
+            continue
+        seen.add(job)
+        if not cached(cell, config):
+            cost = vae_seconds(config, _n_train(cell, sizes))
+            vaes.append(VAEJob(cell.dataset, cell.seed, config, cost))
+            seconds[cell.key] += cost
+    return Plan(cells, order, stale, seconds, vaes, calibration, workers, factors)

@@ -1,0 +1,74 @@
+"""Every check a command can make before training, so bad input costs seconds, not a grid.
+
+Each failure is a UsageError that names the fix; nothing here trains or reads a test label.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from benchmark import datasets
+from benchmark.errors import UsageError
+
+
+def writable_dir(path: str | Path, option: str) -> Path:
+    """`path` exists as a writable directory afterwards, or a UsageError says why not."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(
+                f"{option} {path}: {parent} is a file, not a directory; pick another path."
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot create it ({error.strerror}).") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: not writable by this user; pick another path.")
+    return path
+
+
+def sqlite_parent(url: str | None, option: str) -> None:
+    """A sqlite:/// URL's folder must be usable; other URLs are checked when opened."""
+    if url and url.startswith("sqlite:///"):
+        writable_dir(Path(url[len("sqlite:///") :]).parent, option)
+
+
+def check_class_sizes(ds: datasets.Dataset, budgets: Iterable[int], subset: int = 0) -> np.ndarray:
+    """The training labels (cut to `subset`), after checking every budget fits every class."""
+    y = ds.labels("train")
+    if subset:
+        y = y[:subset]
+    counts = np.bincount(y, minlength=ds.spec.n_classes)
+    for budget in sorted(set(budgets)):
+        per_class = budget // ds.spec.n_classes
+        short = np.flatnonzero(counts < per_class)
+        if short.size:
+            c = int(short[0])
+            fits = int(counts.min()) * ds.spec.n_classes
+            raise UsageError(
+                f"--labels {budget} asks for {per_class} labeled images per class, but"
+                f" {ds.name}{f' (first {subset} images)' if subset else ''} has only"
+                f" {int(counts[c])} training images of class {c}; use at most {fits} labels."
+            )
+    return y
+
+
+def check_data(
+    budgets_by_dataset: dict[str, set[int]], data_dir: str | None, subset: int = 0
+) -> dict[str, str]:
+    """Fail before any training if a dataset's files are missing or malformed, or a budget
+    cannot be drawn; return each dataset's training-image fingerprint."""
+    fingerprints = {}
+    for name in sorted(budgets_by_dataset):
+        ds = datasets.load(name, data_dir)
+        check_class_sizes(ds, budgets_by_dataset[name], subset)
+        for stem in datasets.SPLIT_FILES["test"]:
+            if datasets._file_in(ds.directory, stem) is None:
+                raise UsageError(f"Dataset {name!r}: {stem}[.gz] missing in {ds.directory}.")
+        fingerprints[name] = ds.fingerprint()
+    return fingerprints

@@ -1,0 +1,138 @@
+"""One epoch loop for every network the methods train: progress, divergence check, per-epoch
+callback, and a checkpoint after every epoch so an interrupted cell resumes where it stopped.
+
+A checkpoint holds the model, the optimizer and the random generator's state, plus whatever the
+caller adds (`extra`), so a resumed run on the CPU ends with the same numbers as one that was
+never interrupted. It is written atomically (temp file + rename): a kill -9 while writing
+leaves the previous epoch's checkpoint, never half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model is not cached."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A file where one training loop keeps its latest epoch."""
+
+    path: Path
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # damaged: start over rather than fail the cell
+            log.warning("checkpoint %s is unreadable (%s); starting over.", self.path, error)
+            return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-ckpt-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Loop:
+    """What a training loop is made of; `run_epoch(epoch)` trains one epoch, returns its loss."""
+
+    name: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    epochs: int
+    run_epoch: Callable[[int], float]
+    on_epoch: Callable[[int, float], None] | None = None
+    checkpoint: Checkpoint | None = None
+    progress: bool = False
+    # Checkpoints cost a write of the model and optimizer: at most one per this many seconds
+    # (and always after the last epoch). BENCHMARK_CHECKPOINT_SECONDS overrides it.
+    checkpoint_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("BENCHMARK_CHECKPOINT_SECONDS", "20"))
+    )
+    hint: str = "lower the learning rate"
+    # Extra state to checkpoint (e.g. the best epoch so far): get() -> dict, set(dict).
+    get_extra: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    set_extra: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
+
+
+def run_loop(loop: Loop) -> list[float]:
+    """Train `loop.epochs` epochs (fewer if resuming); the mean loss of every epoch."""
+    history: list[float] = []
+    start = 0
+    state = loop.checkpoint.load() if loop.checkpoint else None
+    if state is not None and state.get("epochs") == loop.epochs:
+        device = next(loop.model.parameters()).device
+        loop.model.load_state_dict(state["model"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        loop.generator.set_state(state["generator"].to("cpu"))
+        loop.set_extra(state.get("extra", {}))
+        history, start = list(state["history"]), int(state["epoch"])
+        loop.model.to(device)
+        print(
+            f"{loop.name}: resuming at epoch {start + 1} of {loop.epochs} from {loop.checkpoint.path}",
+            flush=True,
+        )
+    bar = tqdm(
+        range(start, loop.epochs),
+        desc=loop.name,
+        unit="epoch",
+        disable=not loop.progress,
+        leave=False,
+        initial=start,
+        total=loop.epochs,
+    )
+    saved = time.monotonic()
+    for epoch in bar:
+        loop.model.train()
+        loss = loop.run_epoch(epoch)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"{loop.name} loss became {loss} at epoch {epoch + 1}; {loop.hint}."
+            )
+        history.append(loss)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if loop.on_epoch is not None:
+            loop.on_epoch(epoch, loss)
+        due = time.monotonic() - saved >= loop.checkpoint_seconds or epoch + 1 == loop.epochs
+        if loop.checkpoint is not None and due:
+            saved = time.monotonic()
+            loop.checkpoint.save(
+                {
+                    "epoch": epoch + 1,
+                    "epochs": loop.epochs,
+                    "model": loop.model.state_dict(),
+                    "optimizer": loop.optimizer.state_dict(),
+                    "generator": loop.generator.get_state(),
+                    "history": history,
+                    "extra": loop.get_extra(),
+                }
+            )
+    loop.model.eval()
+    return history

@@ -1,0 +1,123 @@
+"""No lost work: long trainings checkpoint every epoch and resume after Ctrl-C or kill -9,
+ending with the same numbers as an uninterrupted run on the CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, flatten
+from mlflow.tracking import MlflowClient
+
+from methods._m2core import M2Config, train_m2
+from methods.training import Checkpoint
+from methods.vae import VAEConfig, train_vae
+
+
+class Stop(KeyboardInterrupt):
+    """Ctrl-C at the end of a chosen epoch."""
+
+
+def _stop_after(epoch: int):
+    def on_epoch(e: int, loss: float, model) -> None:
+        if e == epoch:
+            raise Stop
+
+    return on_epoch
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_every_epoch(monkeypatch) -> None:
+    monkeypatch.setenv("BENCHMARK_CHECKPOINT_SECONDS", "0")
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_an_interrupted_vae_resumes_from_its_checkpoint_bit_identically(
+    tmp_path: Path, capsys
+) -> None:
+    x = torch.from_numpy(np.random.default_rng(0).random((300, 32), dtype=np.float32))
+    config = VAEConfig(latent_dim=2, hidden=(16,), epochs=5, batch_size=64)
+    checkpoint = Checkpoint(tmp_path / "vae.ckpt")
+    with pytest.raises(Stop):
+        train_vae(x, config, 3, on_epoch=_stop_after(1), checkpoint=checkpoint, progress=False)
+    assert checkpoint.load()["epoch"] == 1  # epoch 2 was interrupted in its callback
+    resumed = train_vae(x, config, 3, checkpoint=checkpoint, progress=False)
+    assert "resuming at epoch 2 of 5" in capsys.readouterr().out
+    plain = train_vae(x, config, 3, progress=False)
+    assert _same(resumed.model, plain.model)
+    assert resumed.history == pytest.approx(plain.history)
+
+
+def test_an_interrupted_m2_resumes_from_its_checkpoint_bit_identically(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((200, 20), dtype=np.float32))
+    labeled = torch.arange(20)
+    y = torch.arange(20) % 4
+    config = M2Config(z_dim=2, hidden=8, epochs=4, batch_size=50, labeled_batch_size=10)
+    checkpoint = Checkpoint(tmp_path / "m2.ckpt")
+    stop = _stop_after(1)
+    with pytest.raises(Stop):
+        train_m2(x, labeled, y, 4, config, 0, on_epoch=stop, progress=False, checkpoint=checkpoint)
+    resumed = train_m2(x, labeled, y, 4, config, 0, progress=False, checkpoint=checkpoint)
+    plain = train_m2(x, labeled, y, 4, config, 0, progress=False)
+    assert _same(resumed, plain)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_vae_then_rerun_resumes_and_matches_an_uninterrupted_run(
+    tiny_data: Path, tmp_path: Path, stores: dict
+) -> None:
+    def args(options: dict) -> list[str]:
+        grid = {
+            "--methods": "vae-rbf-svm",
+            "--datasets": "mnist",
+            "--labels": "20",
+            "--seeds": "0",
+            "--epochs": "60",
+            "--set": "vae_hidden=64",  # small checkpoints: the point is the resume
+            "--data-dir": str(tiny_data),
+            **options,
+        }
+        return [sys.executable, "-m", "benchmark", "run", *flatten(grid)]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BENCHMARK_CHECKPOINT_SECONDS": "0.2"}
+    proc = subprocess.Popen(args(stores), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cache = Path(stores["--vae-cache-dir"])
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(cache.glob("*.ckpt")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few epochs in
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(cache.glob("*.ckpt")) and not list(cache.glob("*.pt"))
+    rerun = subprocess.run(args(stores), env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert "resuming at epoch" in rerun.stdout.decode()
+    assert not list(cache.glob("*.ckpt"))  # done: the checkpoint made way for the cache entry
+
+    other = {
+        **stores,
+        "--tracking-uri": f"sqlite:///{tmp_path}/b/mlflow.db",
+        "--storage": f"sqlite:///{tmp_path}/b/optuna.db",
+        "--vae-cache-dir": str(tmp_path / "b-cache"),
+    }
+    assert subprocess.run(args(other), env=env, capture_output=True, timeout=300).returncode == 0
+
+    def accuracy(options: dict) -> list[float]:
+        client = MlflowClient(options["--tracking-uri"])
+        experiment = client.get_experiment_by_name("ssl-vae-benchmark")
+        runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+        return [r.data.metrics["test_accuracy"] for r in runs if "cell_key" in r.data.tags]
+
+    assert accuracy(stores) == accuracy(other)

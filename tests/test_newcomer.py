@@ -1,0 +1,109 @@
+"""The main command as a newcomer meets it: a plan first, cheap cells first, tables as cells
+finish, no hang on resume, honest errors about torchvision."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import REPO, flatten
+
+from benchmark import datasets, grid, preflight
+from benchmark.cli import main
+from benchmark.errors import DataError
+from benchmark.plan import make_plan
+from benchmark.runner import enqueue, open_storage, study_name
+from benchmark.tracking import Tracker
+
+
+def run_args(data: Path, stores: dict[str, str], methods: str, **extra: str) -> list[str]:
+    options = {
+        "--methods": methods,
+        "--datasets": "mnist",
+        "--labels": "20",
+        "--seeds": "0",
+        "--epochs": "1",
+        "--data-dir": str(data),
+        **stores,
+        **extra,
+    }
+    return ["run", *flatten(options)]
+
+
+def test_dry_run_prints_the_plan_and_does_nothing(tiny_data: Path, stores: dict, capsys) -> None:
+    args = run_args(tiny_data, stores, "pixel-svm,vae-rbf-svm,m2", **{"--seeds": "0,1"})
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Plan: 6 cells, 6 to run (0 already finished), 2 VAE(s) to train." in out
+    assert "Estimated time:" in out
+    for method in ("pixel-svm", "vae-rbf-svm", "m2"):
+        assert method in out
+    assert not list(Path(stores["--vae-cache-dir"]).glob("*.pt"))
+    tracker = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark")
+    assert tracker.cell_runs("FINISHED").empty and not list(tracker.runs())
+
+
+def test_cheapest_cells_run_first_and_a_long_plan_suggests_a_cheaper_command() -> None:
+    cells = grid.build_grid(["m2", "pixel-svm", "vae-rbf-svm"], ["mnist"], [100], [0, 1, 2])
+    cells = grid.with_fingerprints(cells, {"mnist": "x"})
+    plan = make_plan(cells, cells, 0, lambda cell, config: False, pd.DataFrame())
+    order = [c.method for c in plan.pending]
+    assert order.index("m2") > max(i for i, m in enumerate(order) if m != "m2")
+    assert order[0] == "pixel-svm"
+    text = plan.render()
+    assert "Cheaper: python -m benchmark run --methods pixel-svm,vae-rbf-svm" in text
+    assert "--seeds 0" in text
+    # the VAE of each (dataset, seed) is charged once, to the first cell that needs it
+    vae_cells = [c for c in plan.pending if c.method == "vae-rbf-svm"]
+    assert len(plan.vaes) == 3 and all(plan.seconds[c.key] > 60 for c in vae_cells)
+
+
+def test_torchvision_that_fails_to_import_is_named_as_such(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(DataError, match="torchvision, needed only to download"):
+        datasets._download(datasets.get_spec("mnist"))
+
+
+@pytest.mark.slow
+def test_a_trial_interrupted_before_its_first_heartbeat_does_not_hang_the_rerun(
+    tiny_data: Path, stores: dict
+) -> None:
+    """Ctrl-C right after a worker popped a cell, before its heartbeat thread beat once, left a
+    RUNNING trial that no one ever failed: every later run waited on it forever."""
+    os.environ["BENCHMARK_HEARTBEAT_SECONDS"] = "1"
+    try:
+        args = run_args(tiny_data, stores, "pixel-svm", **{"--seeds": "0,1"})
+        assert main([*args, "--dry-run"]) == 0  # creates nothing in the queue
+        cells = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0, 1])
+        cells = grid.with_fingerprints(cells, preflight.check_data({"mnist": {20}}, str(tiny_data)))
+        storage = open_storage(stores["--storage"])
+        name = study_name("ssl-vae-benchmark", cells)
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+        enqueue(study, cells, force=False)
+        study.ask()  # popped: RUNNING, and the process "dies" before any heartbeat
+    finally:
+        os.environ.pop("BENCHMARK_HEARTBEAT_SECONDS")
+    env = {**os.environ, "BENCHMARK_HEARTBEAT_SECONDS": "1", "PYTHONPATH": str(REPO)}
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark", *args], env=env, capture_output=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert time.time() - start < 200
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stores["--tracking-uri"])
+    experiment = client.get_experiment_by_name("ssl-vae-benchmark")
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if "cell_key" in r.data.tags and r.info.status == "FINISHED"
+    ]
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]

@@ -1,0 +1,216 @@
+"""Every number traceable to what made it: settings never mix, parameters are typed, tuning
+is per seed, bad input is refused before work, and a method cannot reach labels it was not
+given. Fast: no test here trains a network."""
+
+from __future__ import annotations
+
+import gc
+import json
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import flatten
+
+import methods
+from benchmark import grid, provenance, report
+from benchmark.cli import main
+from benchmark.errors import UsageError
+from benchmark.execute import Workspace, train_data
+from methods.vae import VAE, TrainedVAE, VAEConfig
+from methods.vae_cache import VAECache, code_version
+
+
+def run_args(data: Path, stores: dict[str, str], **extra: str) -> list[str]:
+    options = {
+        "--methods": "pixel-svm",
+        "--datasets": "mnist",
+        "--labels": "20",
+        "--seeds": "0",
+        "--data-dir": str(data),
+        **stores,
+        **extra,
+    }
+    return ["run", *flatten(options)]
+
+
+def _run(method: str, seed: int, accuracy: float, start: int, settings: str | None) -> dict:
+    return {
+        "method": method,
+        "dataset": "mnist",
+        "n_labels": 100,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "test_macro_f1": accuracy,
+        "start_time": start,
+        "settings": settings,
+        "params": {"C": "10.0", "gamma": "scale", "subset": "0"},
+    }
+
+
+def test_runs_of_other_settings_are_rows_of_their_own_never_replacements() -> None:
+    """A later smoke run (--subset) in the same store must not replace the study's figures."""
+    runs = pd.DataFrame(
+        [
+            _run("pixel-svm", 0, 0.786, 1, "defaults"),
+            _run("pixel-svm", 1, 0.790, 2, "defaults"),
+            _run("pixel-svm", 0, 0.410, 3, "subset=5000"),  # latest, other settings
+        ]
+    )
+    summary = report.summarize(runs)
+    rows = dict(zip(summary["method"], summary["accuracy_mean"]))
+    assert rows["pixel-svm"] == pytest.approx(78.8)
+    assert rows["pixel-svm [subset=5000]"] == pytest.approx(41.0)
+
+
+def test_runs_without_a_settings_tag_are_classified_from_their_params() -> None:
+    old = _run("pixel-svm", 0, 0.5, 1, None)
+    old_other = {**_run("pixel-svm", 0, 0.3, 2, None), "params": {"C": "2.0", "subset": "0"}}
+    summary = report.summarize(pd.DataFrame([old, old_other]))
+    assert sorted(summary["method"]) == ["pixel-svm", "pixel-svm [C=2.0]"]
+
+
+def test_set_values_are_parsed_to_the_declared_type() -> None:
+    finetune = methods.get("vae-finetune")
+    assert finetune(freeze_encoder="False").params["freeze_encoder"] is False
+    assert finetune(freeze_encoder="true").params["freeze_encoder"] is True
+    assert finetune(epochs="7").params["epochs"] == 7
+    assert methods.get("pixel-svm")(gamma="0.5").params["gamma"] == 0.5
+    assert methods.get("pixel-svm")(gamma="scale").params["gamma"] == "scale"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("C=abc", "parameter C='abc' must be float > 0"),
+        ("C=-1", "parameter C='-1' must be float > 0"),
+        ("gamma=wide", "or scale / auto"),
+    ],
+)
+def test_bad_set_values_exit_2_before_any_data_is_read(
+    tmp_path: Path, stores: dict, setting: str, message: str, capsys
+) -> None:
+    nowhere = tmp_path / "no-data-here"  # reading data first would fail with another message
+    assert main(run_args(nowhere, stores, **{"--set": setting})) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_budget_larger_than_a_class_exits_2_before_training(
+    tiny_data: Path, stores: dict, capsys
+) -> None:
+    assert main(run_args(tiny_data, stores, **{"--labels": "1000"})) == 2
+    err = capsys.readouterr().err
+    assert "100 labeled images per class" in err and "use at most 400 labels" in err
+    assert "Traceback" not in err
+    assert not Path(stores["--tracking-uri"].removeprefix("sqlite:///")).exists()
+
+
+@pytest.mark.parametrize("option", ["--results-dir", "--storage", "--vae-cache-dir"])
+def test_unusable_output_paths_exit_2_before_training(
+    tiny_data: Path, stores: dict, tmp_path: Path, option: str, capsys
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    bad = {
+        "--results-dir": str(blocker),
+        "--storage": f"sqlite:///{blocker}/optuna.db",
+        "--vae-cache-dir": str(blocker / "cache"),
+    }[option]
+    assert main(run_args(tiny_data, stores, **{option: bad})) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert not Path(stores["--tracking-uri"].removeprefix("sqlite:///")).exists()
+
+
+def _tune_file(results: Path, seed: int, epochs: int | None) -> Path:
+    path = grid.tuned_path(results, "pixel-svm", "mnist", 20, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"seed": seed, "params": {"C": 3.0}, "settings": {"epochs": epochs, "subset": 0}}
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_tuned_params_come_from_each_seeds_own_file(tmp_path: Path) -> None:
+    for seed, c in ((0, 3.0), (1, 7.0)):
+        path = _tune_file(tmp_path, seed, None)
+        path.write_text(path.read_text().replace("3.0", str(c)))
+    cells = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0, 1], {}, "tuned", tmp_path)
+    assert [c.param_dict["C"] for c in cells] == [3.0, 7.0]
+    assert {c.settings for c in cells} == {"tuned"}
+
+
+def test_a_missing_seed_file_names_the_tune_command(tmp_path: Path) -> None:
+    _tune_file(tmp_path, 0, None)
+    with pytest.raises(UsageError, match="--labels 20 --seed 1`"):
+        grid.build_grid(["pixel-svm"], ["mnist"], [20], [0, 1], {}, "tuned", tmp_path)
+
+
+def test_a_file_tuned_under_other_epochs_is_refused(tmp_path: Path) -> None:
+    _tune_file(tmp_path, 0, 3)
+    with pytest.raises(UsageError, match="tuned with epochs=3, but this run has epochs"):
+        grid.build_grid(["pixel-svm"], ["mnist"], [20], [0], {}, "tuned", tmp_path)
+
+
+def test_the_identity_binds_data_and_code() -> None:
+    (cell,) = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])
+    (other_data,) = grid.with_fingerprints([cell], {"mnist": "other"})
+    assert other_data.key != grid.with_fingerprints([cell], {"mnist": "same"})[0].key
+    assert cell.code == provenance.method_code_version("methods.pixel_svm")
+    # the code version covers whole files the method imports, not just a few functions
+    deps = provenance.dependencies("methods.m2")
+    assert {"methods._m2core", "methods._holdout", "methods.base", "benchmark.devices"} <= set(deps)
+    assert "methods.pixel_svm" not in deps  # one method's edit does not rerun the others
+
+
+def test_vae_cache_key_covers_its_helpers_and_torch() -> None:
+    assert {"benchmark.devices", "methods.vae"} <= set(provenance.dependencies("methods.vae"))
+    assert len(code_version()) == 12
+
+
+def test_a_cache_file_under_another_key_is_rejected(tmp_path: Path) -> None:
+    cache = VAECache(tmp_path)
+    model = VAE(16, VAEConfig(latent_dim=2, hidden=(8,), epochs=1))
+    cache.save("a" * 20, TrainedVAE(model, [], 0.0))
+    cache.path("b" * 20).write_bytes(cache.path("a" * 20).read_bytes())
+    assert cache.load("a" * 20, model.mu.weight.device) is not None
+    assert cache.load("b" * 20, model.mu.weight.device) is None
+    assert not cache.path("b" * 20).exists()
+
+
+def _reachable(root: object, limit: int = 200_000) -> list[object]:
+    """Everything reachable from `root` through object references, without following modules,
+    classes or functions' globals (which reach everything by design)."""
+    seen, todo, out = {id(root)}, [root], []
+    while todo and len(out) < limit:
+        obj = todo.pop()
+        out.append(obj)
+        if isinstance(obj, types.ModuleType | type):
+            continue
+        if isinstance(obj, types.FunctionType):
+            refs = [obj.__closure__ or (), obj.__defaults__ or ()]
+        else:
+            refs = gc.get_referents(obj)
+        for ref in refs:
+            if id(ref) not in seen and not isinstance(ref, types.ModuleType):
+                seen.add(id(ref))
+                todo.append(ref)
+    return out
+
+
+@pytest.mark.parametrize("method", ["vae-rbf-svm", "pixel-svm"])
+def test_nothing_reachable_from_train_data_leads_to_unbudgeted_labels(
+    tiny_data: Path, method: str
+) -> None:
+    ws = Workspace(tiny_data, torch.device("cpu"), VAECache(tiny_data / "cache"), progress=False)
+    ws.test_arrays("mnist", 0)  # a multi-cell process has read a test set before
+    (cell,) = grid.build_grid([method], ["mnist"], [20], [0])
+    data = train_data(cell, ws, methods.get(method).uses_vae)
+    _, y_train, _ = ws.train_arrays("mnist", 0)
+    _, y_test = ws.test_arrays("mnist", 0)
+    for obj in _reachable(data):
+        if isinstance(obj, np.ndarray) and obj.dtype.kind in "iu" and obj.size >= len(y_test):
+            assert not np.array_equal(obj, y_train), "all training labels are reachable"
+            assert not np.array_equal(obj, y_test), "the test labels are reachable"
+        assert not isinstance(obj, Workspace), "the runner's workspace is reachable"
