@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import datasets, grid, published
+from benchmark import datasets, grid, published, stats
 from benchmark import report as report_mod
 from benchmark.study import exit_code, launch_tracked
 from benchmark.tracking import Tracker
@@ -69,7 +69,7 @@ def settings_note(args: argparse.Namespace) -> str:
     return ", ".join(parts)
 
 
-Ours = tuple[float, float, int]  # mean %, std %, number of seeds
+Ours = tuple[float, float, float, int]  # mean %, 95 % interval low and high, number of seeds
 
 
 def _ours(summary: pd.DataFrame, method: str, dataset: str) -> dict[int, Ours]:
@@ -78,23 +78,21 @@ def _ours(summary: pd.DataFrame, method: str, dataset: str) -> dict[int, Ours]:
     methods_ = summary["base_method"] if "base_method" in summary else summary["method"]
     part = summary[(methods_ == method) & (summary["dataset"] == dataset)]
     return {
-        int(r.n_labels): (float(r.accuracy_mean), float(r.accuracy_std), int(r.n_seeds))
+        int(r.n_labels): (float(r.mean), float(r.ci_low), float(r.ci_high), int(r.n))
         for r in part.itertuples()
     }
 
 
 def _reason(row: published.PublishedRow, n: int, diff: float, ours: Ours) -> str:
-    """Why ours falls short at one budget, judged from the measured gap and spreads only."""
-    _, std, n_seeds = ours
-    spread = math.hypot(std, row.std.get(n, 0.0))
+    """Where the published figure lies against our 95 % interval (benchmark.stats)."""
+    _, low, high, n_seeds = ours
     if n_seeds < 2:
-        return f"only {n_seeds} seed ran, so the seed-to-seed spread is unknown"
-    if -diff <= 2 * spread:
-        return (
-            f"the gap is within twice the spread ({2 * spread:.1f} points), consistent with"
-            " which images happen to be labelled"
-        )
-    return f"the gap exceeds twice the spread ({2 * spread:.1f} points): a real shortfall"
+        return f"only {n_seeds} seed ran, so there is no interval to judge the gap by"
+    spread = f" (published ± {row.std[n]})" if n in row.std else ""
+    where = stats.published_verdict(row.accuracy[n], low, high)
+    if where == "consistent":
+        return f"consistent: the published figure{spread} lies in our 95 % interval"
+    return f"{where}: the published figure{spread} lies outside our 95 % interval"
 
 
 def _budgets(items: list[tuple[int, float]]) -> str:
@@ -106,8 +104,8 @@ def _best(summary: pd.DataFrame, dataset: str) -> dict[int, tuple[str, float]]:
     if summary.empty:
         return {}
     part = summary[summary["dataset"] == dataset]
-    top = part.loc[part.groupby("n_labels")["accuracy_mean"].idxmax()]
-    return {int(r.n_labels): (r.method, float(r.accuracy_mean)) for r in top.itertuples()}
+    top = part.loc[part.groupby("n_labels")["mean"].idxmax()]
+    return {int(r.n_labels): (r.method, float(r.mean)) for r in top.itertuples()}
 
 
 def _others(row: published.PublishedRow, below: list, best: dict) -> list[str]:
@@ -152,13 +150,20 @@ def verdict(
         why.append("the published figure is a single run")
     text = f"ours is below it at {_budgets(below)}"
     text += f" and above at {_budgets(above)}" if above else ""
-    return f"{text}. Why: {'; '.join(why)}."
+    return f"{text}. Against our 95 % interval: {'; '.join(why)}."
 
 
-def _cell(value: float | None, std: float | None = None, seeds: int | None = None) -> str:
+def _cell(
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    seeds: int | None = None,
+) -> str:
     if value is None:
         return "–"
-    text = f"{value:.2f}" if std is None else f"{value:.1f} ± {std:.1f}"
+    if low is None:
+        return f"{value:.2f}"
+    text = f"{value:.1f}" + ("" if math.isnan(low) else f" ({low:.1f}–{high:.1f})")
     return text + (f" ({seeds} seed{'s' * (seeds != 1)})" if seeds is not None else "")
 
 
@@ -190,8 +195,10 @@ def render(
     """results/reproduction.md: one table per dataset, then one sentence per published row."""
     parts = [
         "# Reproduction: our results beside the published numbers\n",
-        f"Test accuracy in %. Ours: mean ± std over seeds ({settings}). Difference = ours −"
-        " published, in points. Kingma et al. report test error; it is shown as 100 − error.\n",
+        f"Test accuracy in %. Ours: mean and Student-t 95 % interval over seeds ({settings})."
+        " Difference = ours − published, in points; a published figure inside our interval is"
+        " 'consistent', else ours is 'below' or 'above' it. Kingma et al. report test error"
+        " (mean ± std over label draws); it is shown as 100 − error.\n",
     ]
     for dataset in dict.fromkeys(r.dataset for r in rows):
         parts += [

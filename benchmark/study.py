@@ -163,8 +163,7 @@ class TableWriter:
         if final:
             print((self.results_dir / "summary.md").read_text())
             print(
-                f"wrote {self.results_dir}/summary.csv, summary.md, accuracy_vs_labels.png"
-                f" ({len(summary)} rows)"
+                f"wrote {self.results_dir}/summary.csv, summary.md and plots ({len(summary)} rows)"
             )
 
 
@@ -178,7 +177,12 @@ def exit_code(failures: list[str]) -> int:
 
 
 def report(
-    tracking_uri: str, experiment: str, results_dir: Path, also_from: Sequence[str] = ()
+    tracking_uri: str,
+    experiment: str,
+    results_dir: Path,
+    also_from: Sequence[str] = (),
+    baseline: str = report_mod.DEFAULT_BASELINE,
+    readme: str | None = None,
 ) -> int:
     """Tables from one store, or several (a colleague's, a study run apart): where two hold the
     same cell, the latest run wins, as within one store."""
@@ -198,9 +202,9 @@ def report(
         " the latest run of each cell and settings counts; rows whose settings differ from the"
         " defaults say how."
     )
-    summary = report_mod.write_report(runs, results_dir, caption)
+    summary = report_mod.write_report(runs, results_dir, caption, baseline)
+    if readme:
+        report_mod.update_readme(Path(readme), results_dir)
     print((results_dir / "summary.md").read_text())
-    print(
-        f"wrote {results_dir}/summary.csv, summary.md, accuracy_vs_labels.png ({len(summary)} rows)"
-    )
+    print(f"wrote {results_dir}/summary.csv, summary.md and plots ({len(summary)} rows)")
     return 0

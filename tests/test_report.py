@@ -1,34 +1,117 @@
-"""The markdown table on hand-made summaries: no training, no stores."""
+"""The statistics and tables on hand-made run tables with known answers: no training, no stores."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats as sst
 
-from benchmark.report import markdown
-
-
-def row(method: str, n_labels: int, mean: float, n_seeds: int) -> dict:
-    return {
-        "method": method,
-        "dataset": "mnist",
-        "n_labels": n_labels,
-        "n_seeds": n_seeds,
-        "accuracy_mean": mean,
-        "accuracy_std": 0.5,
-    }
+from benchmark import stats
+from benchmark.report import markdown, summarize
 
 
-def test_cells_with_fewer_seeds_are_marked_and_the_best_is_bold() -> None:
-    summary = pd.DataFrame(
-        [
-            row("a", 100, 80.0, 5),
-            row("b", 100, 90.0, 3),
-            row("a", 600, 85.0, 5),
-            row("c", 600, 70.0, 1),
-        ]
-    )
-    table = markdown(summary)
-    assert "## mnist (seeds per cell: 5 unless marked)" in table
-    assert "| b | **90.0 ± 0.5 (3 seeds)** | – |" in table
-    assert "| a | 80.0 ± 0.5 | **85.0 ± 0.5** |" in table
-    assert "| c | – | 70.0 (1 seed) |" in table
+def runs(scores: dict[str, list[float]], dataset: str = "mnist", budget: int = 100) -> list[dict]:
+    return [
+        {
+            "method": method,
+            "dataset": dataset,
+            "n_labels": budget,
+            "seed": seed,
+            "test_accuracy": acc / 100,
+            "test_macro_f1": acc / 100,
+            "start_time": seed,
+            "settings": "defaults",
+        }
+        for method, values in scores.items()
+        for seed, acc in enumerate(values)
+    ]
+
+
+BASE = [70.0, 72.0, 69.0, 71.0, 73.0]
+
+
+def test_t_interval_agrees_with_scipy_on_a_hand_case() -> None:
+    values = np.array([70.0, 72.0, 69.0, 71.0, 73.0])
+    low, high = stats.t_interval(values)
+    # mean 71, sample std sqrt(2.5), t(0.975, 4) = 2.776: 71 ± 2.776 * sqrt(2.5) / sqrt(5)
+    half = sst.t.ppf(0.975, 4) * np.sqrt(2.5) / np.sqrt(5)
+    assert (low, high) == pytest.approx((71 - half, 71 + half))
+    assert half == pytest.approx(1.963, abs=1e-3)
+    assert all(np.isnan(stats.t_interval([70.0])))
+
+
+def test_a_method_better_by_a_fixed_margin_on_every_seed_is_significant() -> None:
+    noisy = [b + 2.0 + e for b, e in zip(BASE, [0.1, -0.1, 0.2, 0.0, -0.2])]
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "better": noisy})))
+    row = table[table["method"] == "better"].iloc[0]
+    assert row["diff_vs_baseline"] == pytest.approx(2.0)
+    assert row["p_value"] < 0.001 and row["diff_ci_low"] > 0
+    assert (row["wins"], row["ties"], row["losses"]) == (5, 0, 0)
+    assert bool(row["top"]) and not bool(table[table["method"] == "pixel-svm"].iloc[0]["top"])
+
+
+def test_identical_methods_are_not_significant_and_both_bold() -> None:
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "twin": BASE})))
+    row = table[table["method"] == "twin"].iloc[0]
+    assert row["diff_vs_baseline"] == 0 and row["p_value"] == 1.0
+    assert (row["wins"], row["ties"], row["losses"]) == (0, 5, 0)
+    assert table["top"].all()
+
+
+def test_a_tiny_mean_lead_with_noise_is_not_bold_alone() -> None:
+    """Bold is 'not significantly worse than the best', not equality after rounding."""
+    close = [b + d for b, d in zip(BASE, [1.5, -1.0, 0.8, -0.9, 0.1])]  # +0.1 on average
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "close": close})))
+    assert table["top"].all()
+    text = markdown(table)
+    assert "**71.0 (69.0–73.0)**" in text and "p=0.85, 3/0/2" in text
+
+
+def test_summary_csv_columns_and_footnote() -> None:
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "m": [b + 1 for b in BASE]})))
+    wanted = {"mean", "std", "n", "ci_low", "ci_high", "diff_vs_baseline", "diff_ci_low"}
+    wanted |= {"diff_ci_high", "p_value", "wins", "ties", "losses"}
+    assert wanted <= set(table.columns)
+    text = markdown(table)
+    assert "paired t-test" in text and "little power" in text
+
+
+def test_cells_with_fewer_seeds_are_marked() -> None:
+    rows = runs({"pixel-svm": BASE, "b": BASE[:3]}) + runs({"c": [70.0]}, budget=600)
+    text = markdown(summarize(pd.DataFrame(rows)))
+    assert "## mnist (seeds per cell: 5 unless marked)" in text
+    assert "(3 seeds)" in text and "| c | – | **70.0 (1 seed)** |" in text
+
+
+def test_ranking_over_blocks_with_friedman_and_the_caveat() -> None:
+    rows = []
+    for i, budget in enumerate((100, 600, 1000, 3000)):
+        for dataset in ("mnist", "fashion-mnist"):
+            scores = {"pixel-svm": BASE, "a": [b + 3 for b in BASE], "b": [b - 3 for b in BASE]}
+            rows += runs({m: [v + i for v in s] for m, s in scores.items()}, dataset, budget)
+    rank = stats.ranking(summarize(pd.DataFrame(rows)))
+    assert list(rank.ranks.index) == ["a", "pixel-svm", "b"]
+    assert list(rank.ranks) == [1.0, 2.0, 3.0]
+    assert rank.blocks == 8 and rank.p_value < 0.01
+    assert "little power" in rank.caveat
+    assert rank.nemenyi.loc["a", "b"] < 0.05
+
+
+def test_published_verdict_uses_our_interval() -> None:
+    assert stats.published_verdict(70.0, 69.0, 71.0) == "consistent"
+    assert stats.published_verdict(75.0, 69.0, 71.0) == "below"
+    assert stats.published_verdict(65.0, 69.0, 71.0) == "above"
+
+
+def test_readme_block_is_regenerated_from_the_tables(tmp_path) -> None:
+    from benchmark.report import update_readme, write_report
+
+    results = tmp_path / "results"
+    write_report(pd.DataFrame(runs({"pixel-svm": BASE, "m": BASE})), results, "made by a test")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold table\n<!-- results:end -->\nrest\n")
+    update_readme(readme, results)
+    text = readme.read_text()
+    assert "old table" not in text and "made by a test" in text and text.endswith("rest\n")
+    assert "### mnist" in text and "![accuracy_vs_labels](results/accuracy_vs_labels.png)" in text

@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
 
+from benchmark import stats
 from benchmark.cli import main
 from benchmark.tracking import Tracker
 from methods.base import REGISTRY, Method
@@ -130,11 +131,13 @@ def test_grid_logs_every_cell_resumes_and_reports(
         if r.data.params["method"] == "vae-rbf-svm" and r.data.params["n_labels"] == "40"
     ]
     row = summary[(summary.base_method == "vae-rbf-svm") & (summary.n_labels == 40)].iloc[0]
-    assert row.n_seeds == 2
-    assert row.accuracy_mean == pytest.approx(np.mean(acc), abs=1e-3)
-    assert row.accuracy_std == pytest.approx(np.std(acc, ddof=1), abs=1e-3)
+    assert row.n == 2
+    assert row["mean"] == pytest.approx(np.mean(acc), abs=1e-3)
+    assert row["std"] == pytest.approx(np.std(acc, ddof=1), abs=1e-3)
+    low, high = stats.t_interval(acc)
+    assert (row.ci_low, row.ci_high) == pytest.approx((low, high), abs=1e-3)
     table = (Path(stores["--results-dir"]) / "summary.md").read_text()
-    assert f"{np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f}" in table
+    assert f"{np.mean(acc):.1f} ({low:.1f}–{high:.1f})" in table
     assert (Path(stores["--results-dir"]) / "accuracy_vs_labels.png").stat().st_size > 1000
 
 

@@ -61,7 +61,7 @@ def test_runs_of_other_settings_are_rows_of_their_own_never_replacements() -> No
         ]
     )
     summary = report.summarize(runs)
-    rows = dict(zip(summary["method"], summary["accuracy_mean"]))
+    rows = dict(zip(summary["method"], summary["mean"]))
     assert rows["pixel-svm"] == pytest.approx(78.8)
     assert rows["pixel-svm [subset=5000]"] == pytest.approx(41.0)
 

@@ -18,6 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="URI",
         help="another MLflow tracking URI whose FINISHED runs join the tables (repeatable)",
     )
+    p.add_argument(
+        "--baseline",
+        default="pixel-svm",
+        help="the method every other is compared with, paired by seed",
+    )
+    p.add_argument(
+        "--readme",
+        metavar="PATH",
+        help="also replace the block between <!-- results:start --> and <!-- results:end -->"
+        " in this file with the new tables",
+    )
     add_common(p, data=False)
     p.set_defaults(handler=main)
 
@@ -25,4 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from benchmark import study
 
-    return study.report(args.tracking_uri, args.experiment, Path(args.results_dir), args.also_from)
+    return study.report(
+        args.tracking_uri,
+        args.experiment,
+        Path(args.results_dir),
+        args.also_from,
+        args.baseline,
+        args.readme,
+    )
