@@ -23,6 +23,7 @@ from benchmark.errors import UsageError
 from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
 MAX_PARAM_LENGTH = 6000
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -74,10 +75,18 @@ class Tracker:
                 if found is not None
                 else self._create_experiment(experiment, artifact_location)
             )
+            self._mark_model_training(found)
         except UsageError:
             raise
         except Exception as error:
             raise UsageError(f"Cannot open MLflow tracking store {uri!r}: {error}") from None
+
+    def _mark_model_training(self, found: Any) -> None:
+        """MLflow 3's UI opens an experiment of unknown kind on its GenAI overview ("No data");
+        tagged as model development it opens on the runs table."""
+        tags = found.tags if found is not None else {}
+        if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
     def _create_experiment(self, name: str, artifact_location: str | None) -> str:
         from mlflow.exceptions import MlflowException

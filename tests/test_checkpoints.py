@@ -26,7 +26,7 @@ class Stop(KeyboardInterrupt):
 
 
 def _stop_after(epoch: int):
-    def on_epoch(e: int, loss: float, model) -> None:
+    def on_epoch(e: int, loss: float, model, *terms) -> None:
         if e == epoch:
             raise Stop
 

@@ -1,0 +1,87 @@
+"""M2 learns from the unlabeled images instead of being dragged below the labeled-only network.
+
+The landed M2 weighted its labeled terms by their share of the data in every step (1/600 at 100
+labels); in 50 epochs its classifier then fell far below the same network trained on the labels
+alone. These tests pin the fix: equal per-step weighting and batch-normalised networks.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import methods
+from benchmark import datasets
+from methods._m2core import M2, M2Config, batch_loss
+from methods.base import TrainData
+
+
+def _direct_loss(model: M2, x_u, x_l, y_l, seed: int) -> torch.Tensor:
+    """The objective written out class by class, with the noise batch_loss draws."""
+    generator = torch.Generator().manual_seed(seed)
+    labeled = model.neg_elbo(x_l, y_l[:, None], generator)[:, 0]
+    classes = torch.arange(model.n_classes)
+    per_class = model.neg_elbo(x_u, classes.expand(len(x_u), -1), generator)
+    log_q = F.log_softmax(model(torch.cat([x_l, x_u]))[len(x_l) :], dim=1)
+    u = torch.stack(
+        [
+            sum(log_q[i, c].exp() * (per_class[i, c] + log_q[i, c]) for c in classes)
+            for i in range(len(x_u))
+        ]
+    )
+    ce = F.cross_entropy(model(torch.cat([x_l, x_u]))[: len(x_l)], y_l, reduction="none")
+    return (labeled + model.config.alpha * ce).mean() + u.mean()
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_batch_loss_matches_a_direct_per_class_loop(likelihood: str) -> None:
+    torch.manual_seed(0)
+    config = M2Config(z_dim=3, hidden=8, alpha=7.0, likelihood=likelihood)
+    model = M2(12, 4, config)
+    model.init_weights(torch.Generator().manual_seed(0))
+    model.train()
+    x_u, x_l = torch.rand(5, 12), torch.rand(3, 12)
+    y_l = torch.tensor([0, 2, 3])
+    fast = batch_loss(model, x_u, x_l, y_l, torch.Generator().manual_seed(1))
+    # the direct loop draws the same noise: labeled rows first, then the unlabeled x classes
+    slow = _direct_loss(model, x_u, x_l, y_l, 1)
+    assert math.isclose(float(fast.detach()), float(slow.detach()), rel_tol=1e-5)
+
+
+def _mnist_task(real_data: Path, n: int, per_class: int):
+    ds = datasets.load("mnist", real_data)
+    x = ds.features("train")[: n + 2000].copy()
+    y = ds.labels("train")[: n + 2000]
+    labeled = np.concatenate([np.flatnonzero(y[:n] == c)[:per_class] for c in range(10)])
+    data = TrainData(
+        x=x[:n], labeled=np.sort(labeled), y_labeled=y[np.sort(labeled)], n_classes=10, seed=0
+    )
+    return data, x[n:], y[n:]
+
+
+SMALL = {"hidden": 256, "epochs": 5, "batch_size": 100, "lr": 4.2e-4, "val_fraction": 0.0}
+
+
+def test_m2_fits_its_labels_and_is_not_worse_than_the_labeled_only_network(
+    real_data: Path,
+) -> None:
+    """6,000 MNIST images, 30 labels, 5 short epochs: the old J/N weighting left M2 at 33 % on
+    held-out images, 27 points below the labeled-only network (60 %); measured now: 57 %. So
+    small a problem gives the unlabeled term little time; the point is that it no longer drags
+    the classifier down."""
+    torch.set_num_threads(2)
+    data, x_held, y_held = _mnist_task(real_data, 6000, 3)
+    m2 = methods.get("m2")(**SMALL, z_dim=32, labeled_batch_size=30)
+    m2.fit(data)
+    mlp = methods.get("supervised-mlp")(**SMALL, labeled_batch_size=30)
+    mlp.fit(data)
+    fit = np.mean(m2.predict(data.x_labeled) == data.y_labeled)
+    m2_held = np.mean(m2.predict(x_held) == y_held)
+    mlp_held = np.mean(mlp.predict(x_held) == y_held)
+    assert fit >= 0.95
+    assert m2_held >= mlp_held - 0.05, (m2_held, mlp_held)
