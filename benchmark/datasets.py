@@ -36,6 +36,10 @@ class DatasetSpec:
     description: str
     n_classes: int = 10
     system_dirs: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # for people (confusion matrices); index = label
+
+    def class_name(self, label: int) -> str:
+        return self.class_names[label] if label < len(self.class_names) else str(label)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -48,6 +52,18 @@ DATASETS: dict[str, DatasetSpec] = {
             "FashionMNIST",
             "Zalando clothing images in 10 classes, 28x28 grey",
             system_dirs=("/usr/share/datasets/fashion-mnist",),
+            class_names=(
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
         ),
     )
 }

@@ -32,6 +32,10 @@ class CellResult:
     trained_vaes: list[tuple[VAEConfig, VAE]] = field(default_factory=list)
     vae_keys: list[str] = field(default_factory=list)
     trained_vae_keys: list[str] = field(default_factory=list)
+    labeled: np.ndarray | None = None  # the labeled training indices (anyone can recompute)
+    class_names: tuple[str, ...] = ()
+    data_source: str = ""
+    test_fingerprint: str = ""
 
 
 class Workspace:
@@ -190,6 +194,7 @@ def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> C
     clusters = method.cluster_assignments(x_test)
     if clusters is not None:
         scores.update(scoring.clustering_scores(y_test, clusters))
+    spec = ws.dataset(cell.dataset).spec
     return CellResult(
         scores=scores,
         confusion=scoring.confusion(y_test, predictions, data.n_classes),
@@ -198,4 +203,8 @@ def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> C
         trained_vaes=supply.trained if supply else [],
         vae_keys=supply.keys if supply else [],
         trained_vae_keys=supply.trained_keys if supply else [],
+        labeled=data.labeled,
+        class_names=tuple(spec.class_name(c) for c in range(data.n_classes)),
+        data_source=str(ws.dataset(cell.dataset).directory),
+        test_fingerprint=hashlib.sha256(x_test.tobytes()).hexdigest()[:16],
     )

@@ -12,13 +12,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def confusion_png(matrix: np.ndarray, path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+def confusion_png(matrix: np.ndarray, path: Path, title: str, names: tuple[str, ...] = ()) -> Path:
+    """Counts in every cell, class names on the axes, the diagonal's share in the title."""
+    names = names or tuple(str(i) for i in range(len(matrix)))
+    fig, ax = plt.subplots(figsize=(7, 6))
     image = ax.imshow(matrix, cmap="Blues")
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticks(range(len(matrix)))
-    ax.set_yticks(range(len(matrix)))
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    ax.set(xlabel="predicted", ylabel="true", title=f"{title}  (accuracy {100 * accuracy:.1f} %)")
+    ax.set_xticks(range(len(matrix)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(matrix)), names, fontsize=7)
     ax.title.set_fontsize(8)
+    high = matrix.max() / 2 if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            colour = "white" if count > high else "black"
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -19,8 +19,11 @@ from benchmark.plan import duration
 
 
 class GridProgress:
-    def __init__(self, estimates: dict[str, float], enabled: bool = True) -> None:
+    def __init__(
+        self, estimates: dict[str, float], enabled: bool = True, parallel: int = 1
+    ) -> None:
         self.estimates = estimates
+        self.parallel = max(1, parallel)  # workers that really run at once
         self.total = sum(estimates.values()) or 1.0
         self.done_estimate = 0.0
         self.cells_done = 0
@@ -31,7 +34,7 @@ class GridProgress:
         self.bar = tqdm(
             total=len(estimates),
             desc="cells",
-            bar_format="{desc}: {n_fmt}/{total_fmt} |{bar:20}| {postfix}",
+            bar_format="{desc}: {n_fmt}/{total_fmt} |{bar:20}|{postfix}",
             disable=not enabled,
             dynamic_ncols=True,
         )
@@ -44,8 +47,8 @@ class GridProgress:
         left = max(0.0, self.total - self.done_estimate)
         elapsed = time.monotonic() - self.start
         if self.done_estimate >= 0.05 * self.total and self.cells_done >= 3:
-            return left * elapsed / self.done_estimate
-        return left
+            return left * elapsed / self.done_estimate  # the measured pace, workers included
+        return left / self.parallel
 
     def status(self) -> str:
         elapsed = time.monotonic() - self.start

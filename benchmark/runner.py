@@ -168,12 +168,26 @@ def _log_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -
             "vae_train_seconds": result.vae_train_seconds,
         },
     )
+    tracker.log_datasets(
+        run_id,
+        [
+            (f"{cell.dataset}-train", cell.fingerprint, result.data_source, "train"),
+            (f"{cell.dataset}-test", result.test_fingerprint, result.data_source, "test"),
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "confusion_matrix.csv"
-        np.savetxt(csv, result.confusion, fmt="%d", delimiter=",")
-        png = plots.confusion_png(result.confusion, Path(tmp) / "confusion_matrix.png", cell.label)
-        for path in (csv, png):
-            tracker.log_artifact(run_id, path)
+        header = ",".join(result.class_names)
+        np.savetxt(csv, result.confusion, fmt="%d", delimiter=",", header=header, comments="")
+        png = plots.confusion_png(
+            result.confusion, Path(tmp) / "confusion_matrix.png", cell.label, result.class_names
+        )
+        labeled = Path(tmp) / "labeled_indices.csv"
+        if result.labeled is not None:  # rows of the training IDX file that carried a label
+            np.savetxt(labeled, result.labeled, fmt="%d", header="train_index", comments="")
+        for path in (csv, png, labeled):
+            if path.exists():
+                tracker.log_artifact(run_id, path)
         for config, model in result.trained_vaes:
             weights = Path(tmp) / f"vae_z{config.latent_dim}_state_dict.pt"
             torch.save(model.state_dict(), weights)
@@ -303,7 +317,8 @@ def run_workers(
     on_change: Callable[[], None] | None = None,
 ) -> None:
     """Run the queue with n_workers processes; the progress line weighs cells by cost."""
-    progress = GridProgress(estimates, enabled=options.progress)
+    parallel = min(n_workers, os.cpu_count() or 1)
+    progress = GridProgress(estimates, enabled=options.progress, parallel=parallel)
     try:
         if n_workers == 1:
             work(options, name, progress, on_change)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -81,10 +82,10 @@ def launch_tracked(
     kind: str,
     params: dict[str, object],
     force: bool = False,
-    on_change: Callable[[], None] | None = None,
+    tables: TableWriter | None = None,
 ) -> tuple[list[str], list[grid.Cell]]:
     """Check everything, print the plan, open a parent run of this `kind` and run the cells:
-    the failures and the cells as run (bound to their data's fingerprint). `on_change` is
+    the failures and the cells as run (bound to their data's fingerprint). `tables` is
     called whenever a cell has finished. With `args.dry_run` it stops after the plan.
 
     `run` and `reproduce` both go through here, so their cells are executed and recorded alike.
@@ -112,7 +113,12 @@ def launch_tracked(
     )
     status = "KILLED"
     try:
+        if tables is not None:
+            tables.parent_run_id = parent
+        on_change = tables.write if tables is not None else None
         failures = launch(cells, options, tracker, args.workers, force, plan, on_change)
+        if tables is not None:
+            tables.write(final=True)
         status = "FAILED" if failures else "FINISHED"
     finally:
         tracker.finish(parent, status)
@@ -124,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
     names = ("methods", "datasets", "labels", "seeds", "epochs", "latent_dim", "params", "settings")
     params = {name: getattr(args, name) for name in (*names, "workers", "subset")}
     tables = TableWriter(args, cells)
-    failures, _ = launch_tracked(args, cells, "grid", params, args.force, tables.write)
-    if not args.dry_run:
-        tables.write(final=True)
+    failures, _ = launch_tracked(args, cells, "grid", params, args.force, tables)
     return exit_code(failures)
 
 
@@ -139,6 +143,7 @@ class TableWriter:
         self.args, self.cells = args, cells
         self.results_dir = Path(args.results_dir)
         self.tracker: Tracker | None = None
+        self.parent_run_id: str | None = None  # the grid's parent run: it carries the study
 
     def caption(self) -> str:
         settings = sorted({c.settings for c in self.cells})
@@ -147,6 +152,31 @@ class TableWriter:
             f" {'; '.join(settings)}; only this command's cells (see `report` for the whole"
             " store)."
         )
+
+    def _to_parent(self, summary: pd.DataFrame, step: int) -> None:
+        """The study on the grid's parent run: the tables (md, csv, and HTML, which MLflow's
+        artifact viewer renders), the plots, and one metric per (method, dataset, budget) mean,
+        stepped by finished cells, so the chart view compares methods at a glance."""
+        assert self.tracker is not None and self.parent_run_id is not None
+        html = self.results_dir / "summary.html"
+        summary.round(2).to_html(html, index=False, na_rep="–")
+        for name in (
+            "summary.md",
+            "summary.csv",
+            "summary.html",
+            "accuracy_vs_labels.png",
+            "differences_vs_baseline.png",
+            "critical_difference.png",
+        ):
+            if (self.results_dir / name).exists():
+                self.tracker.log_artifact(self.parent_run_id, self.results_dir / name, "study")
+        metrics = {  # MLflow allows letters, digits and _-./: in names
+            re.sub(
+                r"[^\w\-./:]", "_", f"mean_accuracy/{r.dataset}/{int(r.n_labels)}/{r.method}"
+            ): r.mean
+            for r in summary.itertuples()
+        }
+        self.tracker.log_metrics(self.parent_run_id, metrics, step=step)
 
     def write(self, final: bool = False) -> None:
         self.tracker = self.tracker or Tracker(self.args.tracking_uri, self.args.experiment)
@@ -160,6 +190,8 @@ class TableWriter:
                 print("No FINISHED cells to tabulate.")
             return
         summary = report_mod.write_report(runs, self.results_dir, self.caption())
+        if self.parent_run_id:
+            self._to_parent(summary, step=len(runs))
         if final:
             print((self.results_dir / "summary.md").read_text())
             print(

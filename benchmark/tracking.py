@@ -127,6 +127,20 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v)[:5000])
 
+    def log_datasets(self, run_id: str, datasets: list[tuple[str, str, str, str]]) -> None:
+        """MLflow inputs: (name, digest, source, context) for each dataset a run read."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [
+            DatasetInput(
+                Dataset(name=name, digest=digest, source_type="local", source=source),
+                tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)],
+            )
+            for name, digest, source, context in datasets
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
+
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=folder)
 

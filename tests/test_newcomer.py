@@ -107,3 +107,25 @@ def test_a_trial_interrupted_before_its_first_heartbeat_does_not_hang_the_rerun(
         if "cell_key" in r.data.tags and r.info.status == "FINISHED"
     ]
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+
+
+def test_the_eta_weighs_cells_by_cost_and_learns_the_pace(monkeypatch) -> None:
+    from benchmark import progress as progress_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
+    estimates = {"a": 10.0, "b": 10.0, "c": 10.0, "m2": 1500.0}
+    p = progress_mod.GridProgress(estimates, enabled=False, parallel=1)
+    assert p.remaining_seconds() == pytest.approx(1530.0)  # the model's estimate at the start
+    for key in ("a", "b", "c"):
+        clock[0] += 20.0  # this machine runs at half the modelled speed
+        p.cell_finished(key)
+    # three cheap cells are not yet 5 % of the work: the plan's estimate still stands
+    assert p.remaining_seconds() == pytest.approx(1500.0)
+    p.estimates["big"] = 200.0
+    p.total += 200.0
+    clock[0] += 400.0
+    p.cell_finished("big")
+    assert p.remaining_seconds() == pytest.approx(1500.0 * 460.0 / 230.0)
+    assert "7 min elapsed" in p.status()
+    p.close()

@@ -275,3 +275,29 @@ def test_a_cell_started_again_closes_its_orphaned_run(tiny_data: Path, stores: d
     statuses = {r.info.run_id: r.info.status for r in child_runs(stores)}
     assert statuses[orphan] == "KILLED"
     assert sorted(statuses.values()) == ["FINISHED", "FINISHED", "KILLED"]
+
+
+def test_the_parent_run_carries_the_study_and_cells_their_provenance(
+    tiny_data: Path, stores: dict
+) -> None:
+    extra = {"--seeds": "0", "--labels": "20", "--datasets": "fashion-mnist"}
+    assert main(grid_args(tiny_data, stores, methods="pixel-svm,vae-rbf-svm", **extra)) == 0
+    client = MlflowClient(stores["--tracking-uri"])
+    experiment = client.get_experiment_by_name("ssl-vae-benchmark")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("kind")
+    ]
+    study = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/summary.md", "study/summary.csv", "study/summary.html"} <= study
+    assert "study/accuracy_vs_labels.png" in study
+    metrics = parent.data.metrics
+    assert any(k.startswith("mean_accuracy/fashion-mnist/20/pixel-svm") for k in metrics)
+    cell = child_runs(stores)[0]
+    names = {a.path for a in client.list_artifacts(cell.info.run_id)}
+    assert {"labeled_indices.csv", "confusion_matrix.csv", "confusion_matrix.png"} <= names
+    header = Path(client.download_artifacts(cell.info.run_id, "confusion_matrix.csv")).read_text()
+    assert header.startswith("T-shirt/top,Trouser,")
+    inputs = {d.dataset.name: d.dataset.digest for d in cell.inputs.dataset_inputs}
+    assert inputs["fashion-mnist-train"] == cell.data.tags["data_fingerprint"]
+    assert "fashion-mnist-test" in inputs
