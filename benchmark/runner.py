@@ -15,6 +15,8 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -304,9 +306,26 @@ def work(
         time.sleep(1.0)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGTERM when its launcher dies, even by kill -9, so
+    no orphan keeps working (and its cell's run is closed as KILLED, as after Ctrl-C)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers finish their cell and exit
+        pass
+
+
 def _worker_main(options: RunOptions, name: str) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, _interrupt)
     torch.set_num_threads(1)
     work(options, name)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_workers(
@@ -366,6 +385,9 @@ def _run_processes(
     finally:
         for p in procs:
             p.join(timeout=1) if not p.is_alive() else p.terminate()
+    crashed = [f"worker {i} (exit code {p.exitcode})" for i, p in enumerate(procs) if p.exitcode]
+    if crashed:
+        print(f"warning: {', '.join(crashed)} ended abnormally; see above.", file=sys.stderr)
 
 
 def launch(
@@ -398,4 +420,13 @@ def launch(
     if pending:
         run_workers(options, name, n_workers, {c.key: estimates[c.key] for c in pending}, on_change)
     failed = tracker.cell_runs("FAILED", parent_id=options.parent_run_id)
-    return [f"{row.cell_key}: {row.error}" for row in failed.itertuples()]
+    failures = [f"{row.cell_key}: {row.error}" for row in failed.itertuples()]
+    if pending:  # a dead worker, a retry budget spent: nothing may end silently unfinished
+        done, _ = pending_cells(pending, tracker, force=False)
+        failed_keys = set(failed["cell_key"]) if not failed.empty else set()
+        failures += [
+            f"{c.key}: not finished (no FINISHED run; run the same command again)"
+            for c in done
+            if c.key not in failed_keys
+        ]
+    return failures

@@ -301,3 +301,45 @@ def test_the_parent_run_carries_the_study_and_cells_their_provenance(
     inputs = {d.dataset.name: d.dataset.digest for d in cell.inputs.dataset_inputs}
     assert inputs["fashion-mnist-train"] == cell.data.tags["data_fingerprint"]
     assert "fashion-mnist-test" in inputs
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().split()[3]) == parent:
+                pids.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
+def test_workers_die_with_their_launcher(tiny_data: Path, stores: dict, tmp_path: Path) -> None:
+    """kill -9 of the launcher used to leave its --workers running as orphans."""
+    args = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        *grid_args(
+            tiny_data, stores, methods="vae-rbf-svm", **{"--epochs": "400", "--workers": "2"}
+        ),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_a_run(proc, stores, "RUNNING")
+    time.sleep(1.0)
+    workers = _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.2)
+    alive = []
+    for p in workers:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        if "State:\tZ" not in status:
+            alive.append(p)
+    assert workers and not alive
