@@ -19,7 +19,7 @@ from benchmark import datasets, scoring
 from benchmark.grid import Cell
 from benchmark.splits import LabeledSplit, balanced_split
 from methods.base import MetricLogger, TrainData, _no_log
-from methods.vae import VAE, VAEConfig
+from methods.vae import VAE, TrainedVAE, VAEConfig
 from methods.vae_cache import VAECache, cache_key
 
 
@@ -29,7 +29,7 @@ class CellResult:
     confusion: np.ndarray
     fit_seconds: float
     vae_train_seconds: float
-    trained_vaes: list[tuple[VAEConfig, VAE]] = field(default_factory=list)
+    trained_vaes: list[tuple[str, TrainedVAE]] = field(default_factory=list)  # (cache key, VAE)
     vae_keys: list[str] = field(default_factory=list)
     trained_vae_keys: list[str] = field(default_factory=list)
     labeled: np.ndarray | None = None  # the labeled training indices (anyone can recompute)
@@ -137,7 +137,7 @@ class VAESupply:
     ) -> None:
         self._x, self._fingerprint, self._seed = x, fingerprint, seed
         self._cache, self._memo, self._progress = cache, memo, progress
-        self.trained: list[tuple[VAEConfig, VAE]] = []
+        self.trained: list[tuple[str, TrainedVAE]] = []
         self.seconds: list[float] = []
         self.keys: list[str] = []
         self.trained_keys: list[str] = []
@@ -149,7 +149,7 @@ class VAESupply:
                 self._x, self._fingerprint, config, self._seed, self._progress
             )
             if not hit:
-                self.trained.append((config, result.model))
+                self.trained.append((key, result))
                 self.trained_keys.append(key)
                 self.seconds.append(result.train_seconds)
             self._memo[key] = result.model

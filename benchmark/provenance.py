@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PROJECT_PACKAGES = ("benchmark", "methods")
-# The harness code every cell's score passes through: data reading, the split, scoring (with
-# what they import), and the file that runs a cell (alone: it imports the whole grid machinery).
+# The harness code every cell's score passes through: data reading, the split, scoring (whole
+# files, with what they import), and the code in benchmark/execute.py that hands a method its
+# data and scores it (those objects' source only: the rest of that file is tracking glue, and
+# editing it must not rerun a day-long grid).
 SCORING_MODULES = ("benchmark.datasets", "benchmark.splits", "benchmark.scoring")
-CELL_RUNNER = "benchmark.execute"
+CELL_RUNNER = ("benchmark.execute", ("Workspace", "VAESupply", "train_data", "run_cell"))
 LIBRARIES = ("torch", "scikit-learn", "numpy")
 
 
@@ -92,6 +94,22 @@ def modules_hash(
     return digest.hexdigest()[:12]
 
 
+@functools.cache
+def _objects_source(module: str, names: tuple[str, ...]) -> str:
+    """The source of some top-level functions and classes of a project module."""
+    tree = ast.parse(_source(module).read_text())
+    text = _source(module).read_text()
+    found = {
+        node.name: ast.get_source_segment(text, node)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
+    return "\n".join(found.get(name, f"<missing {name}>") for name in names)
+
+
 def method_code_version(method_module: str) -> str:
     """The code version of a cell of the method defined in `method_module`."""
-    return modules_hash((method_module, *SCORING_MODULES), (CELL_RUNNER,))
+    module, names = CELL_RUNNER
+    digest = hashlib.sha256(modules_hash((method_module, *SCORING_MODULES)).encode())
+    digest.update(_objects_source(module, names).encode())
+    return digest.hexdigest()[:12]

@@ -39,6 +39,7 @@ from benchmark.grid import Cell
 from benchmark.plan import Plan
 from benchmark.progress import GridProgress
 from benchmark.tracking import Tracker
+from benchmark.vae_run import log_vae_run
 from methods.vae_cache import VAECache
 
 SQLITE_TIMEOUT_S = 60
@@ -157,7 +158,14 @@ def enqueue(study: optuna.Study, pending: list[Cell], force: bool) -> None:
             )
 
 
-def _log_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:
+def _log_result(
+    tracker: Tracker,
+    run_id: str,
+    cell: Cell,
+    result: CellResult,
+    ws: Workspace,
+    parent_id: str | None,
+) -> None:
     if result.vae_keys:  # which cached VAE(s) the cell's numbers were computed on
         tracker.set_tags(run_id, {"vae_cache_keys": ",".join(result.vae_keys)})
     if result.trained_vae_keys:  # this run holds their weights: find it by this tag
@@ -190,10 +198,26 @@ def _log_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -
         for path in (csv, png, labeled):
             if path.exists():
                 tracker.log_artifact(run_id, path)
-        for config, model in result.trained_vaes:
-            weights = Path(tmp) / f"vae_z{config.latent_dim}_state_dict.pt"
-            torch.save(model.state_dict(), weights)
-            tracker.log_artifact(run_id, weights, "vae")
+
+    vae_runs = []
+    for key in result.vae_keys:
+        trained = dict(result.trained_vaes).get(key)
+        if trained is not None:  # trained for this cell: its own run, charged its own time
+            x, y, fingerprint = ws.train_arrays(cell.dataset, cell.subset)
+            try:
+                vae_runs.append(
+                    log_vae_run(
+                        tracker, parent_id, key, trained, cell.dataset, cell.seed, fingerprint, x, y
+                    )
+                )
+            except Exception as error:  # the cell's score stands; say what is missing
+                log.warning("could not log the VAE run of %s: %s", key, error)
+                tracker.set_tags(run_id, {"vae_run_error": f"{type(error).__name__}: {error}"})
+        else:
+            found = tracker.find_run({"kind": "vae", "vae_cache_key": key})
+            vae_runs.append(found or "not in this store")
+    if vae_runs:
+        tracker.set_tags(run_id, {"vae_run_ids": ",".join(vae_runs)})
 
 
 def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
@@ -231,7 +255,7 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
         status = "KILLED"
         try:
             result = run_cell(cell, ws, lambda k, v, s: tracker.log_metric(run_id, k, v, s))
-            _log_result(tracker, run_id, cell, result)
+            _log_result(tracker, run_id, cell, result, ws, options.parent_run_id)
             status = "FINISHED"
             return 0.0  # a work queue, not an optimisation: the scores live in MLflow
         except Exception as error:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
 
@@ -108,7 +109,22 @@ def test_grid_logs_every_cell_resumes_and_reports(
     assert holders == used  # every VAE a cell used is found on the run holding its weights
     client = MlflowClient(stores["--tracking-uri"])
     names = {a.path for a in client.list_artifacts(trained[0].info.run_id)}
-    assert {"confusion_matrix.csv", "confusion_matrix.png", "vae"} <= names
+    assert {"confusion_matrix.csv", "confusion_matrix.png"} <= names
+    # each trained VAE is a run of its own, and every cell that used it names it
+    experiment = client.get_experiment_by_name("ssl-vae-benchmark")
+    vae_runs = client.search_runs([experiment.experiment_id], "tags.kind = 'vae'")
+    assert len(vae_runs) == 2 and {r.info.status for r in vae_runs} == {"FINISHED"}
+    vae = vae_runs[0]
+    assert len(client.get_metric_history(vae.info.run_id, "neg_elbo")) == 2
+    assert "train_seconds" in vae.data.metrics
+    pictures = {a.path for a in client.list_artifacts(vae.info.run_id)}
+    assert {"reconstructions.png", "samples.png", "latent_pca.png", "model"} <= pictures
+    import mlflow.pytorch
+
+    encoder = mlflow.pytorch.load_model(f"{vae.info.artifact_uri}/model")
+    assert tuple(encoder(torch.rand(3, 784)).shape) == (3, 10)
+    users = [r for r in runs if vae.info.run_id in r.data.tags.get("vae_run_ids", "")]
+    assert len(users) == 6  # 3 VAE methods x 2 budgets on that (dataset, seed)
     gmm = [r for r in runs if r.data.params["method"] == "vae-gmm"]
     assert all(
         {"test_nmi", "test_ari", "test_cluster_accuracy"} <= set(r.data.metrics) for r in gmm

@@ -214,3 +214,8 @@ def test_nothing_reachable_from_train_data_leads_to_unbudgeted_labels(
             assert not np.array_equal(obj, y_train), "all training labels are reachable"
             assert not np.array_equal(obj, y_test), "the test labels are reachable"
         assert not isinstance(obj, Workspace), "the runner's workspace is reachable"
+
+
+def test_the_cell_runner_objects_in_the_code_version_exist() -> None:
+    module, names = provenance.CELL_RUNNER
+    assert "<missing" not in provenance._objects_source(module, names)

@@ -1,0 +1,154 @@
+"""Each trained VAE as an MLflow run of its own: the core every method shares, made visible.
+
+The run holds the VAE's config, its training loss per epoch and seconds, a grid of training
+images over their reconstructions, samples from the prior, a 2-D PCA of latent means coloured
+by class (a picture for people: no method sees those labels), and the weights as an MLflow
+PyTorch model with a signature (`mlflow.pytorch.load_model(RUN_ARTIFACT_URI + "/model")` gives a
+module whose forward returns latent means). Cells tag the runs of the VAEs they used.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmark.tracking import Tracker  # noqa: E402
+from methods.vae import VAE, TrainedVAE  # noqa: E402
+
+SAMPLE = 2000  # training images for the latent picture
+
+
+class LatentMeans(nn.Module):
+    """The VAE's encoder as a model whose forward gives the features methods use."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x)[0]
+
+
+def _image_grid(rows: list[np.ndarray], path: Path, title: str) -> Path:
+    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(len(rows[0]), len(rows) + 0.4))
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            ax = axes[r][c] if len(rows) > 1 else axes[c]
+            ax.imshow(image.reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def pictures(vae: VAE, x: np.ndarray, y: np.ndarray, folder: Path, seed: int) -> list[Path]:
+    vae = vae.eval()
+    device = next(vae.parameters()).device
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(x), size=min(SAMPLE, len(x)), replace=False)
+    xs = torch.from_numpy(x[pick]).to(device)
+    mu, _ = vae.encode(xs[:8])
+    recon = torch.sigmoid(vae.decode_logits(mu)).cpu().numpy()
+    made = [
+        _image_grid(
+            [x[pick[:8]], recon],
+            folder / "reconstructions.png",
+            "training images (top) and their reconstructions from the latent mean",
+        )
+    ]
+    z = torch.from_numpy(rng.standard_normal((16, vae.config.latent_dim)).astype(np.float32))
+    samples = torch.sigmoid(vae.decode_logits(z.to(device))).cpu().numpy()
+    made.append(
+        _image_grid(
+            [samples[:8], samples[8:]], folder / "samples.png", "decoded samples z ~ N(0, I)"
+        )
+    )
+    from sklearn.decomposition import PCA
+
+    means = vae.encode(xs)[0].cpu().numpy()
+    flat = (
+        PCA(n_components=2, random_state=seed).fit_transform(means) if means.shape[1] > 2 else means
+    )
+    fig, ax = plt.subplots(figsize=(6, 5))
+    points = ax.scatter(flat[:, 0], flat[:, 1], c=y[pick], cmap="tab10", s=4, alpha=0.7)
+    ax.legend(*points.legend_elements(), title="class", fontsize=7, loc="best", markerscale=0.8)
+    ax.set(xlabel="PC 1", ylabel="PC 2")
+    ax.set_title(
+        f"latent means of {len(pick)} training images (PCA), coloured by class", fontsize=8
+    )
+    fig.tight_layout()
+    fig.savefig(folder / "latent_pca.png", dpi=90)
+    plt.close(fig)
+    made.append(folder / "latent_pca.png")
+    return made
+
+
+def log_vae_run(
+    tracker: Tracker,
+    parent_id: str | None,
+    key: str,
+    trained: TrainedVAE,
+    dataset: str,
+    seed: int,
+    fingerprint: str,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> str:
+    """One run for one trained VAE; returns its id."""
+    config = trained.model.config
+    run_id = tracker.start_run(
+        f"VAE {dataset} seed={seed} z={config.latent_dim}",
+        {
+            "kind": "vae",
+            "vae_cache_key": key,
+            "dataset": dataset,
+            "seed": str(seed),
+            "data_fingerprint": fingerprint,
+        },
+        parent_id,
+    )
+    status = "FAILED"
+    try:
+        tracker.log_params(run_id, {**config.as_params(), "dataset": dataset, "seed": seed})
+        for epoch, loss in enumerate(trained.history):
+            tracker.log_metrics(run_id, {"neg_elbo": loss}, step=epoch)
+        tracker.log_metrics(run_id, {"train_seconds": trained.train_seconds})
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            for path in pictures(trained.model, x, y, folder, seed):
+                tracker.log_artifact(run_id, path)
+            _save_model(trained.model, x[:5], folder / "model")
+            tracker.client.log_artifacts(run_id, str(folder / "model"), "model")
+        status = "FINISHED"
+    finally:
+        tracker.finish(run_id, status)
+    return run_id
+
+
+def _save_model(vae: VAE, example: np.ndarray, path: Path) -> None:
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    model = LatentMeans(copy.deepcopy(vae).cpu().eval())
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    mlflow.pytorch.save_model(
+        model,
+        str(path),
+        signature=infer_signature(example, output),
+        input_example=example,
+        serialization_format="pickle",  # plain module: loads on any torch with this project
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
