@@ -36,6 +36,7 @@ class CellResult:
     class_names: tuple[str, ...] = ()
     data_source: str = ""
     test_fingerprint: str = ""
+    artifacts: list[Path] = field(default_factory=list)  # the method's own pictures
 
 
 class Workspace:
@@ -178,7 +179,12 @@ def train_data(
     )
 
 
-def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> CellResult:
+def run_cell(
+    cell: Cell,
+    ws: Workspace,
+    log_metric: MetricLogger = _no_log,
+    artifact_dir: Path | None = None,
+) -> CellResult:
     torch.manual_seed(cell.seed)  # safety net for methods that use torch's global RNG
     method = methods.get(cell.method)(**cell.param_dict)
     data = train_data(cell, ws, method.uses_vae, log_metric)
@@ -195,6 +201,7 @@ def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> C
     if clusters is not None:
         scores.update(scoring.clustering_scores(y_test, clusters))
     spec = ws.dataset(cell.dataset).spec
+    artifacts = method.artifacts(artifact_dir) if artifact_dir is not None else []
     return CellResult(
         scores=scores,
         confusion=scoring.confusion(y_test, predictions, data.n_classes),
@@ -207,4 +214,5 @@ def run_cell(cell: Cell, ws: Workspace, log_metric: MetricLogger = _no_log) -> C
         class_names=tuple(spec.class_name(c) for c in range(data.n_classes)),
         data_source=str(ws.dataset(cell.dataset).directory),
         test_fingerprint=hashlib.sha256(x_test.tobytes()).hexdigest()[:16],
+        artifacts=artifacts,
     )

@@ -254,7 +254,11 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
         )
         status = "KILLED"
         try:
-            result = run_cell(cell, ws, lambda k, v, s: tracker.log_metric(run_id, k, v, s))
+            with tracker.system_metrics(run_id), tempfile.TemporaryDirectory() as tmp:
+                log_metric = lambda k, v, s: tracker.log_metric(run_id, k, v, s)  # noqa: E731
+                result = run_cell(cell, ws, log_metric, Path(tmp))
+                for path in result.artifacts:
+                    tracker.log_artifact(run_id, path)
             _log_result(tracker, run_id, cell, result, ws, options.parent_run_id)
             status = "FINISHED"
             return 0.0  # a work queue, not an optimisation: the scores live in MLflow

@@ -8,6 +8,7 @@ directly, with explicit run ids, so several worker processes never share MLflow'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -140,6 +141,24 @@ class Tracker:
             for name, digest, source, context in datasets
         ]
         self.client.log_inputs(run_id, datasets=inputs)
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, every_s: float = 15.0) -> Iterator[None]:
+        """MLflow's system metrics (CPU, memory, disk, GPU) on the run while the block runs;
+        a cell shorter than `every_s` logs none."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=self.uri)
+            monitor.start()
+        except Exception as error:  # psutil missing or an MLflow change: the cell goes on
+            logging.getLogger(__name__).warning("no system metrics: %s", error)
+            monitor = None
+        try:
+            yield
+        finally:
+            if monitor is not None:
+                monitor.finish()
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=folder)

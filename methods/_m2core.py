@@ -151,6 +151,13 @@ class M2(nn.Module):
         """Class logits of q(y | x)."""
         return self.classifier(x)
 
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """p(x | y, z)'s mean (Bernoulli) or location (Gaussian), one row per (z, class)."""
+        a = self.dec_z(z) + self.dec_y.weight.T[classes]
+        out = self.dec_out(F.softplus(self.dec_norm(a)))
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
     def _class_rows(self, layer: nn.Linear, classes: torch.Tensor | None) -> torch.Tensor:
         """one-hot(y) @ W.T without the one-hot: [B, K, h], or [1, C, h] for every class."""
         return layer.weight.T[None] if classes is None else layer.weight.T[classes]

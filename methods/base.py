@@ -118,6 +118,11 @@ class Method(ABC):
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class index per row of x."""
 
+    def artifacts(self, folder: Path) -> list[Path]:
+        """Files worth keeping with the cell's run (pictures of what the model learned), written
+        into `folder` after fitting; none by default."""
+        return []
+
     def cluster_assignments(self, x: np.ndarray) -> np.ndarray | None:
         """Unsupervised cluster per row, for methods that cluster; scored by the runner."""
         return None

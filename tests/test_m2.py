@@ -85,3 +85,14 @@ def test_m2_fits_its_labels_and_is_not_worse_than_the_labeled_only_network(
     mlp_held = np.mean(mlp.predict(x_held) == y_held)
     assert fit >= 0.95
     assert m2_held >= mlp_held - 0.05, (m2_held, mlp_held)
+
+
+def test_m2_draws_class_conditional_samples_for_its_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 784), dtype=np.float32)
+    labeled = np.arange(20)
+    data = TrainData(x=x, labeled=labeled, y_labeled=labeled % 10, n_classes=10, seed=0)
+    m2 = methods.get("m2")(hidden=16, z_dim=2, epochs=1, batch_size=100, labeled_batch_size=20)
+    m2.fit(data)
+    (path,) = m2.artifacts(tmp_path)
+    assert path.name == "m2_class_samples.png" and path.stat().st_size > 1000

@@ -302,7 +302,9 @@ def test_the_parent_run_carries_the_study_and_cells_their_provenance(
     experiment = client.get_experiment_by_name("ssl-vae-benchmark")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     (parent,) = [
-        r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("kind")
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("kind") == "grid"
     ]
     study = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
     assert {"study/summary.md", "study/summary.csv", "study/summary.html"} <= study

@@ -219,3 +219,21 @@ def test_nothing_reachable_from_train_data_leads_to_unbudgeted_labels(
 def test_the_cell_runner_objects_in_the_code_version_exist() -> None:
     module, names = provenance.CELL_RUNNER
     assert "<missing" not in provenance._objects_source(module, names)
+
+
+@pytest.mark.slow
+def test_a_finished_cell_whose_code_changed_is_rerun_and_the_plan_says_so(
+    tiny_data: Path, stores: dict, monkeypatch, capsys
+) -> None:
+    assert main(run_args(tiny_data, stores)) == 0
+    capsys.readouterr()
+    assert main(run_args(tiny_data, stores)) == 0  # same code: nothing to do
+    assert "Plan: 1 cells, 0 to run (1 already finished)" in capsys.readouterr().out
+    monkeypatch.setattr(provenance, "method_code_version", lambda module: "a-fixed-bug")
+    assert main(run_args(tiny_data, stores)) == 0
+    out = capsys.readouterr().out
+    assert "1 to run (0 already finished, 1 to rerun because the code changed)" in out
+    from benchmark.tracking import Tracker
+
+    runs = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark").cell_runs("FINISHED")
+    assert sorted(runs["code_version"])[0] == "a-fixed-bug" and len(runs) == 2
