@@ -84,10 +84,14 @@ def accuracy_vs_labels(summary: pd.DataFrame, path: Path) -> Path:
         ax.set(xlabel="labeled images", ylabel="test accuracy (%)", title=dataset)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(
-        "Mean over seeds; bands: 95 % t interval; hollow markers: one seed (no interval)",
-        fontsize=9,
+    return _finish(
+        fig, path, "Mean over seeds; bands: 95 % t interval; hollow markers: one seed (no interval)"
     )
+
+
+def _finish(fig, path: Path, title: str) -> Path:
+    """Every study plot says what its marks are, in the same place."""
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -136,15 +140,12 @@ def forest(summary: pd.DataFrame, baseline: str, path: Path) -> Path | None:
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(blocks) :]:
         ax.axis("off")
-    fig.suptitle(
+    return _finish(
+        fig,
+        path,
         f"Accuracy minus {baseline}'s (points), paired by seed; bars: 95 % t interval;"
         " hollow: one seed",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def critical_difference(rank, path: Path) -> Path:

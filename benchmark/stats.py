@@ -15,7 +15,7 @@ All formulas are the libraries'; this module only arranges the data.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -102,17 +102,10 @@ def cell_table(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 vs_best.n >= 2 and not (vs_best.diff < 0 and vs_best.p_value < ALPHA)
             )
             if reference is not None and method != baseline:
-                c = paired(scores, reference)
-                row.update(
-                    diff_vs_baseline=c.diff,
-                    diff_ci_low=c.low,
-                    diff_ci_high=c.high,
-                    p_value=c.p_value,
-                    wins=c.wins,
-                    ties=c.ties,
-                    losses=c.losses,
-                    n_paired=c.n,
-                )
+                c = asdict(paired(scores, reference))
+                names = {"diff": "diff_vs_baseline", "low": "diff_ci_low", "n": "n_paired"}
+                names |= {"high": "diff_ci_high"}
+                row.update({names.get(k, k): v for k, v in c.items()})
             rows.append(row)
     return pd.DataFrame(rows)
 
