@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 from methods._svm import suggest_latent_dim
 from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod
@@ -48,6 +47,8 @@ class VAEGMM(VAEFeatureMethod):
 
     def fit_features(self, z: np.ndarray, data: TrainData) -> None:
         means, owners = self._initial_means(z, data)
+        from sklearn.mixture import GaussianMixture  # late: listing methods need not load it
+
         self.gmm_ = GaussianMixture(
             n_components=len(means),
             covariance_type=self.params["covariance_type"],
