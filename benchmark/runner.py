@@ -36,6 +36,7 @@ from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import CellResult, Workspace, run_cell
 from benchmark.grid import Cell
+from benchmark.locks import beside_sqlite
 from benchmark.plan import Plan
 from benchmark.progress import GridProgress
 from benchmark.tracking import Tracker
@@ -93,13 +94,14 @@ def open_storage(url: str, tracker: Tracker | None = None) -> RDBStorage:
 
     beat = heartbeat_seconds()
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=beat,
-            grace_period=3 * beat,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+        with beside_sqlite(url):  # schema creation: one launcher at a time
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=beat,
+                grace_period=3 * beat,
+                heartbeat_stale_trial_callback=on_stale,
+            )
     except Exception as error:
         raise UsageError(f"Cannot open Optuna storage {url!r}: {error}") from None
 
@@ -260,6 +262,11 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
                 for path in result.artifacts:
                     tracker.log_artifact(run_id, path)
             _log_result(tracker, run_id, cell, result, ws, options.parent_run_id)
+            if not trial.user_attrs.get("force") and tracker.has_finished(cell.key, cell.code):
+                # another worker finished this cell while we ran it (a stalled worker whose
+                # trial was handed on): keep one FINISHED run per cell, discard ours cleanly
+                tracker.set_tags(run_id, {"error": "duplicate: another worker finished first"})
+                return 0.0
             status = "FINISHED"
             return 0.0  # a work queue, not an optimisation: the scores live in MLflow
         except Exception as error:
@@ -431,20 +438,21 @@ def launch(
     failures of this invocation. `on_change` is called after each finished cell."""
     name = study_name(options.experiment, cells)
     storage = open_storage(options.storage, tracker)
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", load_if_exists=True
-    )
-    study.set_user_attr(
-        "purpose",
-        "work queue of `run`: one trial per cell (identity in its user attributes); trial values"
-        " are 0, the cells' scores are in MLflow",
-    )
-    if plan is None:
-        pending, _ = pending_cells(cells, tracker, force)
-        estimates = {c.key: 1.0 for c in pending}
-    else:
-        pending, estimates = plan.pending, plan.seconds
-    enqueue(study, pending, force)
+    with beside_sqlite(options.storage):  # launchers started together enqueue one at a time
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True
+        )
+        study.set_user_attr(
+            "purpose",
+            "work queue of `run`: one trial per cell (identity in its user attributes); trial"
+            " values are 0, the cells' scores are in MLflow",
+        )
+        if plan is None:
+            pending, _ = pending_cells(cells, tracker, force)
+            estimates = {c.key: 1.0 for c in pending}
+        else:
+            pending, estimates = plan.pending, plan.seconds
+        enqueue(study, pending, force)
     if pending:
         run_workers(options, name, n_workers, {c.key: estimates[c.key] for c in pending}, on_change)
     failed = tracker.cell_runs("FAILED", parent_id=options.parent_run_id)

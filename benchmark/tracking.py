@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from benchmark.errors import UsageError
+from benchmark.locks import beside_sqlite
 from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
 MAX_PARAM_LENGTH = 6000
@@ -69,14 +70,15 @@ class Tracker:
                 " sqlite:///PATH/mlflow.db or an http(s):// tracking server."
             )
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                found.experiment_id
-                if found is not None
-                else self._create_experiment(experiment, artifact_location)
-            )
-            self._mark_model_training(found)
+            with beside_sqlite(uri):  # MLflow's schema migration: one process at a time
+                self.client = MlflowClient(tracking_uri=uri)
+                found = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = (
+                    found.experiment_id
+                    if found is not None
+                    else self._create_experiment(experiment, artifact_location)
+                )
+                self._mark_model_training(found)
         except UsageError:
             raise
         except Exception as error:

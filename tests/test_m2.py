@@ -67,6 +67,7 @@ def _mnist_task(real_data: Path, n: int, per_class: int):
 SMALL = {"hidden": 256, "epochs": 5, "batch_size": 100, "lr": 4.2e-4, "val_fraction": 0.0}
 
 
+@pytest.mark.slow
 def test_m2_fits_its_labels_and_is_not_worse_than_the_labeled_only_network(
     real_data: Path,
 ) -> None:

@@ -361,3 +361,25 @@ def test_workers_die_with_their_launcher(tiny_data: Path, stores: dict, tmp_path
         if "State:\tZ" not in status:
             alive.append(p)
     assert workers and not alive
+
+
+def test_two_launchers_started_together_on_fresh_stores_run_each_cell_once(
+    tiny_data: Path, stores: dict
+) -> None:
+    """They raced in MLflow's schema migration ('duplicate column name'), sometimes leaving the
+    store unusable, and both enqueued every cell."""
+    args = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        *grid_args(tiny_data, stores, methods="pixel-svm", **{"--seeds": "0,1,2", "--epochs": "1"}),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    finished = [r.data.tags["cell_key"] for r in child_runs(stores) if r.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 6
