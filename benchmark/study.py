@@ -179,6 +179,16 @@ class TableWriter:
         self.tracker.log_metrics(self.parent_run_id, metrics, step=step)
 
     def write(self, final: bool = False) -> None:
+        """Rewrite the tables; between cells a failure here is reported, never fatal to the
+        grid (the final write at the end raises as usual)."""
+        if final:
+            return self._write(final=True)
+        try:
+            self._write(final=False)
+        except Exception as error:
+            print(f"warning: could not update {self.results_dir}: {error}", file=sys.stderr)
+
+    def _write(self, final: bool) -> None:
         self.tracker = self.tracker or Tracker(self.args.tracking_uri, self.args.experiment)
         runs = self.tracker.cell_runs("FINISHED")
         keys = {(c.key, c.code) for c in self.cells}
