@@ -25,7 +25,13 @@ def test_every_method_module_imports() -> None:
     assert methods.BROKEN == {}
 
 
-@pytest.mark.parametrize("name", methods.available())
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "vae-gmm-mutual" else n
+        for n in methods.available()
+    ],
+)
 def test_method_contract(name: str, tiny_data: Path, tmp_path: Path) -> None:
     cls = methods.get(name)
     assert cls.name == name and cls.description and "\n" not in cls.description

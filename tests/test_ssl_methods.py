@@ -23,6 +23,7 @@ from methods.vae import VAEConfig, train_vae
 from methods.vae_cache import VAECache
 
 SSL_METHODS = ("m2", "m1-m2", "vae-finetune", "vae-finetune-frozen", "vae-gmm-mutual")
+HEAVY = {"vae-gmm-mutual", "m2"}  # over ~5 s: in the full suite, not in `-m "not slow"`
 SMALL_VAE = {"latent_dim": 4, "vae_hidden": "64,32", "vae_epochs": 10, "vae_batch_size": 64}
 SMALL = {
     # 200 images make ~4 steps per epoch: a larger step than the 60,000-image default.
@@ -84,6 +85,7 @@ def test_learns_zeros_versus_ones_from_ten_labels_each(
     assert "val_accuracy" in curves and len(curves["val_accuracy"]) >= 2
 
 
+@pytest.mark.slow
 def test_fitting_leaves_the_shared_vae_untouched(
     zeros_and_ones: tuple[np.ndarray, np.ndarray], vae_provider
 ) -> None:
@@ -112,7 +114,10 @@ def _shuffle_unlabeled_labels(root: Path, labeled: np.ndarray) -> np.ndarray:
     return shuffled
 
 
-@pytest.mark.parametrize("name", SSL_METHODS)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in SSL_METHODS],
+)
 def test_labels_of_unlabeled_images_never_reach_the_method(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

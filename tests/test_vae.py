@@ -29,6 +29,7 @@ def test_loss_decreases_on_a_small_subset(x_small: torch.Tensor) -> None:
     assert z.shape == (10, 4) and z.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_weights(x_small: torch.Tensor) -> None:
     a = train_vae(x_small, SMALL, 7, progress=False).model.state_dict()
     b = train_vae(x_small, SMALL, 7, progress=False).model.state_dict()
