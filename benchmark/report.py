@@ -147,8 +147,8 @@ def markdown(
 
 
 FOOTNOTE = (
-    "Intervals are Student-t 95 % intervals over seeds (n per cell as marked; 5 seeds give wide"
-    " intervals and little power). Differences are paired by seed (every method gets the same"
+    "Intervals are Student-t 95 % intervals over seeds (n per cell as marked; so few seeds give"
+    " wide intervals and little power). Differences are paired by seed (every method gets the same"
     " labeled images for a seed): paired t-test, chosen because with 5 pairs the Wilcoxon"
     " signed-rank test cannot go below p = 0.0625. Bold: the best mean and every method whose"
     " paired difference to it is not significant at 0.05 (not a rounding tie). The baseline is"
