@@ -236,4 +236,4 @@ def test_a_finished_cell_whose_code_changed_is_rerun_and_the_plan_says_so(
     from benchmark.tracking import Tracker
 
     runs = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark").cell_runs("FINISHED")
-    assert sorted(runs["code_version"])[0] == "a-fixed-bug" and len(runs) == 2
+    assert "a-fixed-bug" in set(runs["code_version"]) and len(runs) == 2
