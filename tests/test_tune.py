@@ -64,7 +64,7 @@ def test_study_without_test_files_resumes_and_feeds_run(
     assert tuned["params"]["latent_dim"] == study.best_params["latent_dim"]
 
     dead_params = _simulate_dead_worker(study)
-    time.sleep(3.5)  # past the grace period of 3 heartbeats
+    time.sleep(4.5)  # past the grace period of 3 heartbeats, plus SQLite's 1 s timestamps
     assert main([*TUNE, "--trials", "2", *common]) == 0
     trials = _study(stores, name).trials
     states = [t.state.name for t in trials]
