@@ -110,7 +110,10 @@ def forest(summary: pd.DataFrame, baseline: str, path: Path) -> Path | None:
     n_rows = -(-len(blocks) // cols)
     methods_ = sorted(part["method"].unique())
     fig, axes = plt.subplots(
-        n_rows, cols, figsize=(3.6 * cols, 0.35 * len(methods_) * n_rows + 1.5), squeeze=False
+        n_rows,
+        cols,
+        figsize=(max(7.0, 3.6 * cols), 0.35 * len(methods_) * n_rows + 1.8),
+        squeeze=False,
     )
     for ax, (dataset, budget) in zip(axes.flat, blocks):
         rows = part[(part["dataset"] == dataset) & (part["n_labels"] == budget)]
