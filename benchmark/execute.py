@@ -31,7 +31,6 @@ class CellResult:
     vae_train_seconds: float
     trained_vaes: list[tuple[str, TrainedVAE]] = field(default_factory=list)  # (cache key, VAE)
     vae_keys: list[str] = field(default_factory=list)
-    trained_vae_keys: list[str] = field(default_factory=list)
     labeled: np.ndarray | None = None  # the labeled training indices (anyone can recompute)
     class_names: tuple[str, ...] = ()
     data_source: str = ""
@@ -141,7 +140,6 @@ class VAESupply:
         self.trained: list[tuple[str, TrainedVAE]] = []
         self.seconds: list[float] = []
         self.keys: list[str] = []
-        self.trained_keys: list[str] = []
 
     def __call__(self, config: VAEConfig) -> VAE:
         key = cache_key(self._fingerprint, config, self._seed, self._x.device)
@@ -151,7 +149,6 @@ class VAESupply:
             )
             if not hit:
                 self.trained.append((key, result))
-                self.trained_keys.append(key)
                 self.seconds.append(result.train_seconds)
             self._memo[key] = result.model
         if key not in self.keys:
@@ -209,7 +206,6 @@ def run_cell(
         vae_train_seconds=vae_seconds,
         trained_vaes=supply.trained if supply else [],
         vae_keys=supply.keys if supply else [],
-        trained_vae_keys=supply.trained_keys if supply else [],
         labeled=data.labeled,
         class_names=tuple(spec.class_name(c) for c in range(data.n_classes)),
         data_source=str(ws.dataset(cell.dataset).directory),

@@ -12,7 +12,7 @@ import math
 import os
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -42,7 +42,6 @@ class Plan:
     vaes: list[VAEJob]
     calibration: str
     workers: int = 1
-    factors: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
@@ -183,4 +182,4 @@ def make_plan(
             cost = vae_seconds(config, _n_train(cell, sizes))
             vaes.append(VAEJob(cell.dataset, cell.seed, config, cost))
             seconds[cell.key] += cost
-    return Plan(cells, order, stale, seconds, vaes, calibration, workers, factors)
+    return Plan(cells, order, stale, seconds, vaes, calibration, workers)

@@ -97,8 +97,8 @@ def modules_hash(
 @functools.cache
 def _objects_source(module: str, names: tuple[str, ...]) -> str:
     """The source of some top-level functions and classes of a project module."""
-    tree = ast.parse(_source(module).read_text())
     text = _source(module).read_text()
+    tree = ast.parse(text)
     found = {
         node.name: ast.get_source_segment(text, node)
         for node in tree.body

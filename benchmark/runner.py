@@ -170,8 +170,9 @@ def _log_result(
 ) -> None:
     if result.vae_keys:  # which cached VAE(s) the cell's numbers were computed on
         tracker.set_tags(run_id, {"vae_cache_keys": ",".join(result.vae_keys)})
-    if result.trained_vae_keys:  # this run holds their weights: find it by this tag
-        tracker.set_tags(run_id, {"vae_trained_keys": ",".join(result.trained_vae_keys)})
+    if result.trained_vaes:  # this run trained them: find it by this tag
+        keys = ",".join(key for key, _ in result.trained_vaes)
+        tracker.set_tags(run_id, {"vae_trained_keys": keys})
     tracker.log_metrics(
         run_id,
         {
