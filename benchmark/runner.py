@@ -1,15 +1,23 @@
 """The grid as an Optuna queue: the launcher enqueues cells once, workers pop and run them.
 
-Each cell is one Optuna trial in a persistent storage (SQLite by default, PostgreSQL for several
-machines) and one MLflow child run; MLflow is the record of which cells are done. Heartbeats
-fail the trial of a worker that died (even by kill -9): its orphaned MLflow run is closed as
-KILLED and the cell is enqueued again, so re-running the same command completes the grid with
-exactly one FINISHED run per cell. A run the dead worker had not yet recorded in its trial is
-closed when the cell is next popped.
+Each cell is one Optuna trial in a persistent storage (SQLite on one machine, PostgreSQL for
+several) and one MLflow child run; MLflow is the record of which cells are done. Optuna gives
+the queue's persistence, its view in optuna-dashboard, and heartbeats: the trial of a worker
+that died (even by kill -9) goes stale, its MLflow run is closed as KILLED and the cell is
+enqueued again, so re-running the same command completes the grid.
+
+What Optuna does not make safe under concurrency is held under `store_lock` (benchmark/locks.py:
+an fcntl lock beside a SQLite file, an advisory lock on PostgreSQL): schema creation, enqueueing,
+popping a trial (SQLite has no row locks: two workers popped the same trial), failing stale
+trials, and the final "has another worker finished this cell?" check before a run is marked
+FINISHED. So every cell ends with exactly one FINISHED run, whatever the number of launchers,
+workers and machines, and a worker that stalled past its heartbeat and then woke up either
+records its result (if it is first) or discards it, without crashing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing as mp
@@ -18,10 +26,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +45,12 @@ from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import CellResult, Workspace, run_cell
 from benchmark.grid import Cell
-from benchmark.locks import beside_sqlite
+from benchmark.locks import store_lock
 from benchmark.plan import Plan
 from benchmark.progress import GridProgress
 from benchmark.tracking import Tracker
 from benchmark.vae_run import log_vae_run
+from benchmark.vae_share import SharedVAEs
 from methods.vae_cache import VAECache
 
 SQLITE_TIMEOUT_S = 60
@@ -48,25 +58,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 log = logging.getLogger(__name__)
-
-
-class _QuietInterrupt(logging.Filter):
-    """Ctrl-C or SIGTERM inside a cell makes Optuna log the KeyboardInterrupt's traceback and a
-    'failed with value None' line; the CLI already says what happened and how to resume."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.interrupted = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-            self.interrupted = True
-            return False
-        return not (self.interrupted and "failed with value None" in record.getMessage())
-
-
-for _handler in logging.getLogger("optuna").handlers:  # set_verbosity above created them
-    _handler.addFilter(_QuietInterrupt())
 
 
 class CellFailed(Exception):
@@ -94,7 +85,7 @@ def open_storage(url: str, tracker: Tracker | None = None) -> RDBStorage:
 
     beat = heartbeat_seconds()
     try:
-        with beside_sqlite(url):  # schema creation: one launcher at a time
+        with store_lock(url):  # schema creation: one launcher at a time
             return RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
@@ -134,30 +125,52 @@ def pending_cells(cells: list[Cell], tracker: Tracker, force: bool) -> tuple[lis
     return pending, sum(1 for c in pending if done.get(c.key))
 
 
+QUEUE_PURPOSE = (
+    "work queue of `run`, not an optimisation: one trial per cell, its identity in the trial's"
+    " parameters and user attributes; a trial's value is the cell's wall-clock seconds, the"
+    " cell's scores are in MLflow"
+)
+QUEUE_LOCK = "queue"  # enqueue, pop and stale-trial failing: one process at a time
+FINISH_LOCK = "finish"  # "did another worker finish this cell?" and marking ours FINISHED
+
+
+def _identity(cell: Cell) -> dict[str, object]:
+    return {
+        "method": cell.method,
+        "dataset": cell.dataset,
+        "n_labels": cell.n_labels,
+        "seed": cell.seed,
+    }
+
+
 def enqueue(study: optuna.Study, pending: list[Cell], force: bool) -> None:
-    """Queue the pending cells that are not already queued or running."""
+    """Queue the pending cells that are not already queued or running. The caller holds the
+    queue lock, so launchers started together queue each cell once."""
     active = {
         t.user_attrs.get("cell_key")
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     }
     for cell in pending:
         if cell.key not in active:
-            identity = {
-                "method": cell.method,
-                "dataset": cell.dataset,
-                "n_labels": cell.n_labels,
-                "seed": cell.seed,
-                "settings": cell.settings,
-            }
             study.enqueue_trial(
-                {},
+                _identity(cell),
                 user_attrs={
                     "cell": cell.to_json(),
                     "cell_key": cell.key,
                     "force": force,
-                    **identity,
+                    "settings": cell.settings,
                 },
             )
+
+
+def _suggest_identity(trial: optuna.Trial, cell: Cell, choices: dict[str, list[str]]) -> None:
+    """Record the cell's identity as the trial's parameters, so optuna-dashboard shows which
+    cell each trial ran (their values were fixed when it was enqueued)."""
+    for name in ("method", "dataset"):
+        value = getattr(cell, name)
+        trial.suggest_categorical(name, choices.get(name) or [value])
+    trial.suggest_int("n_labels", cell.n_labels, cell.n_labels)
+    trial.suggest_int("seed", cell.seed, cell.seed)
 
 
 def _log_result(
@@ -224,13 +237,21 @@ def _log_result(
 
 
 def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
+    """The work of one popped trial: run its cell in a new MLflow run and return its seconds."""
+    study_choices: dict[str, list[str]] = {}
+
     def objective(trial: optuna.Trial) -> float:
         if "cell" not in trial.user_attrs:  # queue emptied under us: not a grid cell
             raise optuna.TrialPruned("no cell queued")
         cell = Cell.from_json(trial.user_attrs["cell"])
+        force = bool(trial.user_attrs.get("force"))
+        if not study_choices:
+            study_choices.update(trial.study.user_attrs.get("choices") or {})
+        _suggest_identity(trial, cell, study_choices)
         tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one
-        if not trial.user_attrs.get("force") and tracker.has_finished(cell.key, cell.code):
+        if not force and tracker.has_finished(cell.key, cell.code):
             raise optuna.TrialPruned("cell already finished elsewhere")
+        start = time.perf_counter()
         run_id = tracker.start_run(
             cell.label,
             {
@@ -245,15 +266,7 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
         trial.set_user_attr("mlflow_run_id", run_id)
         tracker.log_params(
             run_id,
-            {
-                "method": cell.method,
-                "dataset": cell.dataset,
-                "n_labels": cell.n_labels,
-                "seed": cell.seed,
-                "subset": cell.subset,
-                "device": str(ws.device),
-                **cell.param_dict,
-            },
+            {**_identity(cell), "subset": cell.subset, "device": str(ws.device), **cell.param_dict},
         )
         status = "KILLED"
         try:
@@ -263,25 +276,94 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
                 for path in result.artifacts:
                     tracker.log_artifact(run_id, path)
             _log_result(tracker, run_id, cell, result, ws, options.parent_run_id)
-            if not trial.user_attrs.get("force") and tracker.has_finished(cell.key, cell.code):
-                # another worker finished this cell while we ran it (a stalled worker whose
-                # trial was handed on): keep one FINISHED run per cell, discard ours cleanly
-                tracker.set_tags(run_id, {"error": "duplicate: another worker finished first"})
-                return 0.0
-            status = "FINISHED"
-            return 0.0  # a work queue, not an optimisation: the scores live in MLflow
+            status = _close_once(tracker, options.storage, run_id, cell, force)
+            return time.perf_counter() - start  # a work queue: the cell's scores are in MLflow
         except Exception as error:
             status = "FAILED"
             message = f"{type(error).__name__}: {error}"
             tracker.set_tags(run_id, {"error": message, "traceback": traceback.format_exc()})
             raise CellFailed(f"{cell.label}: {message}") from error
         finally:  # KeyboardInterrupt leaves status KILLED; the cell resumes next time
-            tracker.finish(run_id, status)
+            if status != "FINISHED":
+                tracker.finish(run_id, status)
             folder = ws.checkpoint_dir(cell)
             if status != "KILLED" and folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
 
     return objective
+
+
+def _close_once(tracker: Tracker, storage: str, run_id: str, cell: Cell, force: bool) -> str:
+    """Mark the run FINISHED unless another worker finished the cell first; returns the status
+    the run must end with. Under the finish lock, so two copies of a cell (a stalled worker
+    whose trial was handed on, woken up) never both end FINISHED."""
+    with store_lock(storage, FINISH_LOCK):
+        if not force and tracker.has_finished(cell.key, cell.code):
+            tracker.set_tags(
+                run_id, {"error": "duplicate: another worker finished this cell first"}
+            )
+            return "KILLED"
+        if tracker.status(run_id) != "RUNNING":  # closed as dead while this worker was stalled
+            tracker.delete_tag(run_id, "error")
+            tracker.set_tags(
+                run_id,
+                {
+                    "note": "its worker stalled past the heartbeat grace period and the cell was"
+                    " handed on; this run finished first, so it is the cell's record"
+                },
+            )
+        tracker.finish(run_id, "FINISHED")
+        return "FINISHED"
+
+
+@contextlib.contextmanager
+def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+    """Beat for a popped trial while its cell runs, as `Study.optimize` would."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as error:  # a busy store: the next beat will do
+                log.warning("heartbeat of trial %s not recorded: %s", trial_id, error)
+            if stop.wait(heartbeat_seconds()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _pop(study: optuna.Study, storage_url: str) -> optuna.Trial | None:
+    """The next queued trial, now RUNNING and ours alone; None when none is queued."""
+    with store_lock(storage_url, QUEUE_LOCK):
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None
+        with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": see _heartbeat
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            return study.ask()
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective) -> TrialState:
+    """Run a popped trial and tell its end, with heartbeats meanwhile. A trial failed by
+    another worker while this one was stalled is not told again (Optuna would raise)."""
+    value, state = None, TrialState.FAIL
+    try:
+        with _heartbeat(study._storage, trial._trial_id):
+            try:
+                value, state = objective(trial), TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except CellFailed as error:
+                log.warning("cell failed: %s", error)
+    finally:  # also on Ctrl-C: the trial ends FAIL, the cell is queued again by the next run
+        study.tell(trial, value, state=state, skip_if_finished=True)
+    return state
 
 
 def _give_heartbeat_once(study: optuna.Study, seen: set[int]) -> None:
@@ -313,32 +395,33 @@ def work(
     ws = Workspace(
         options.data_dir,
         resolve_device(options.device),
-        VAECache(options.vae_cache_dir),
+        VAECache(
+            options.vae_cache_dir,
+            shared=SharedVAEs(tracker, options.storage, options.parent_run_id),
+        ),
         options.progress,
         checkpoint_root=Path(options.vae_cache_dir).parent / "checkpoints",
     )
     objective = make_objective(tracker, ws, options)
     seen: set[int] = set()
-
-    def advance(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.PRUNED:
-            return
-        if progress is not None:
-            progress.cell_finished(trial.user_attrs.get("cell_key", ""))
-        if on_change is not None:
-            on_change()
-
     while True:
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if waiting:
-            if progress is not None:
-                progress.cell_started(Cell.from_json(waiting[0].user_attrs["cell"]).label)
-            study.optimize(objective, n_trials=1, catch=(CellFailed,), callbacks=[advance])
+        trial = _pop(study, options.storage)
+        if trial is not None:
+            cell_json = trial.user_attrs.get("cell")
+            if progress is not None and cell_json:
+                progress.cell_started(Cell.from_json(cell_json).label)
+            state = run_trial(study, trial, objective)
+            if state != TrialState.PRUNED:
+                if progress is not None:
+                    progress.cell_finished(trial.user_attrs.get("cell_key", ""))
+                if on_change is not None:
+                    on_change()
             continue
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return
         _give_heartbeat_once(study, seen)
-        optuna.storages.fail_stale_trials(study)  # a dead worker's cell comes back as WAITING
+        with store_lock(options.storage, QUEUE_LOCK):  # one retry per dead worker's cell
+            optuna.storages.fail_stale_trials(study)  # its cell comes back as WAITING
         time.sleep(1.0)
 
 
@@ -439,20 +522,23 @@ def launch(
     failures of this invocation. `on_change` is called after each finished cell."""
     name = study_name(options.experiment, cells)
     storage = open_storage(options.storage, tracker)
-    with beside_sqlite(options.storage):  # launchers started together enqueue one at a time
+    with store_lock(options.storage, QUEUE_LOCK):  # launchers started together: one at a time
         study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True
         )
-        study.set_user_attr(
-            "purpose",
-            "work queue of `run`: one trial per cell (identity in its user attributes); trial"
-            " values are 0, the cells' scores are in MLflow",
-        )
-        if plan is None:
-            pending, _ = pending_cells(cells, tracker, force)
-            estimates = {c.key: 1.0 for c in pending}
-        else:
-            pending, estimates = plan.pending, plan.seconds
+        if "choices" not in study.user_attrs:  # the trials' parameter space, fixed once
+            study.set_user_attr("purpose", QUEUE_PURPOSE)
+            study.set_user_attr(
+                "choices",
+                {
+                    "method": sorted({c.method for c in cells}),
+                    "dataset": sorted({c.dataset for c in cells}),
+                },
+            )
+        # what is pending is read again under the lock: another launcher may have run cells
+        # since the plan was made, and each cell is queued once
+        pending, _ = pending_cells(cells if plan is None else plan.pending, tracker, force)
+        estimates = {c.key: 1.0 for c in pending} if plan is None else plan.seconds
         enqueue(study, pending, force)
     if pending:
         run_workers(options, name, n_workers, {c.key: estimates[c.key] for c in pending}, on_change)

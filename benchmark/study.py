@@ -98,7 +98,8 @@ def launch_tracked(
     print(plan.render(f"python -m benchmark {kind if kind != 'grid' else 'run'}"), flush=True)
     if getattr(args, "dry_run", False) or not plan.pending:
         return [], cells
-    parent = tracker.start_run(
+    tracker.close_dead_launchers()
+    parent = tracker.start_launcher_run(
         f"{kind} ({len(cells)} cells)", {"kind": kind, "command": " ".join(sys.argv)}
     )
     tracker.log_params(parent, {**params, "device": str(device), "n_cells": len(cells)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from benchmark.errors import UsageError
-from benchmark.locks import beside_sqlite
+from benchmark.locks import store_lock
 from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
 MAX_PARAM_LENGTH = 6000
@@ -70,7 +71,7 @@ class Tracker:
                 " sqlite:///PATH/mlflow.db or an http(s):// tracking server."
             )
         try:
-            with beside_sqlite(uri):  # MLflow's schema migration: one process at a time
+            with store_lock(uri):  # MLflow's schema migration: one process at a time
                 self.client = MlflowClient(tracking_uri=uri)
                 found = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = (
@@ -168,13 +169,25 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # not there: nothing to delete
+            self.client.delete_tag(run_id, key)
+
     def reopen(self, run_id: str) -> None:
         """Mark a terminated run RUNNING again, for a job that resumes under it."""
         self.client.update_run(run_id, status="RUNNING")
 
-    def find_run(self, tags: Mapping[str, str]) -> str | None:
-        """The oldest run carrying all these tags, so a resumed job finds its earlier run."""
+    def find_run(self, tags: Mapping[str, str], status: str | None = None) -> str | None:
+        """The oldest run carrying all these tags (and this status, if given), so a resumed
+        job finds its earlier run."""
         query = " and ".join(f"tags.{k} = '{str(v).replace(chr(39), '')}'" for k, v in tags.items())
+        if status is not None:
+            query += f" and attributes.status = '{status}'"
         found = self.client.search_runs(
             [self.experiment_id], query, max_results=1, order_by=["attributes.start_time ASC"]
         )
@@ -225,6 +238,43 @@ class Tracker:
             self.set_tags(run_id, {"error": "its worker died; the cell was started again"})
             self.finish(run_id, "KILLED")
         return len(orphans)
+
+    def start_launcher_run(self, name: str, tags: Mapping[str, str]) -> str:
+        """A parent run that says which process owns it, so the next start on this host can
+        close it if that process died (`close_dead_launchers`)."""
+        import psutil
+
+        me = psutil.Process()
+        owner = {
+            "launcher_host": socket.gethostname(),
+            "launcher_pid": str(me.pid),
+            "launcher_started": f"{me.create_time():.2f}",
+        }
+        return self.start_run(name, {**tags, **owner})
+
+    def close_dead_launchers(self) -> list[str]:
+        """Mark KILLED the RUNNING parent runs whose launcher on this host is gone (kill -9,
+        a crash, a reboot); runs of other hosts are left alone, they may be alive."""
+        import psutil
+
+        host = socket.gethostname().replace("'", "")
+        closed = []
+        for run in self.runs(f"attributes.status = 'RUNNING' and tags.launcher_host = '{host}'"):
+            tags = run.data.tags
+            try:
+                alive = (
+                    f"{psutil.Process(int(tags['launcher_pid'])).create_time():.2f}"
+                    == tags.get("launcher_started")
+                )
+            except (psutil.Error, KeyError, ValueError):
+                alive = False
+            if not alive:
+                self.set_tags(
+                    run.info.run_id, {"error": "its launcher died; closed by the next start"}
+                )
+                self.finish(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        return closed
 
     def cell_runs(self, status: str = "FINISHED", parent_id: str | None = None) -> pd.DataFrame:
         """One row per cell run: identity params, metrics, status, error and start time."""

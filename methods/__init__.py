@@ -1,10 +1,15 @@
 """The method registry. Every module in this package is imported, and defining a
 :class:`~methods.base.Method` subclass with a `name` registers it: adding a method is adding a file.
+
+Methods that live outside this package (a lab's own, or a test's) register the same way from
+the modules named in ``BENCHMARK_METHOD_MODULES`` (comma-separated, importable): worker
+processes import them too, because they read the same environment.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import warnings
 
@@ -29,8 +34,20 @@ def _discover() -> None:
             warnings.warn(f"methods/{name}.py failed to import ({BROKEN[name]})", stacklevel=2)
 
 
+def _plugins() -> None:
+    for name in filter(None, os.environ.get("BENCHMARK_METHOD_MODULES", "").split(",")):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as error:
+            raise UsageError(
+                f"BENCHMARK_METHOD_MODULES names {name!r}, which does not import ({error});"
+                " fix the name or PYTHONPATH, or unset the variable."
+            ) from None
+
+
 def available() -> list[str]:
     _discover()
+    _plugins()
     return sorted(REGISTRY)
 
 

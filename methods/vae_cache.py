@@ -7,6 +7,11 @@ them invalidates old entries while an edit elsewhere does not. Entries are writt
 (temp file + rename) with a SHA-256 of their payload and their own key inside it: an
 unreadable, mismatching or misplaced entry (a valid file under another key) is reported,
 deleted and retrained. A lock file stops two workers from training the same VAE at once.
+
+Across machines each has its own cache directory; a `SharedStore` (the harness gives one that
+uses the tracking server's artifact store) makes them agree: under its lock for the key, a
+missing entry is fetched from it if another machine published it, else trained here and
+published before the lock is released, so a (dataset, seed) is scored on one VAE everywhere.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -52,9 +59,22 @@ def cache_key(fingerprint: str, config: VAEConfig, seed: int, device: torch.devi
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+class SharedStore(Protocol):
+    """Where machines that share a grid exchange trained VAEs (see the module docstring)."""
+
+    def lock(self, key: str) -> AbstractContextManager[object]: ...
+
+    def fetch(self, key: str, destination: Path) -> bool: ...
+
+    def publish(self, key: str, path: Path, trained: TrainedVAE) -> None: ...
+
+
 class VAECache:
-    def __init__(self, directory: str | Path = DEFAULT_CACHE_DIR) -> None:
+    def __init__(
+        self, directory: str | Path = DEFAULT_CACHE_DIR, shared: SharedStore | None = None
+    ) -> None:
         self.directory = Path(directory)
+        self.shared = shared
 
     def path(self, key: str) -> Path:
         return self.directory / f"vae-{key}.pt"
@@ -118,25 +138,43 @@ class VAECache:
         """
         key = cache_key(fingerprint, config, seed, x.device)
         self.directory.mkdir(parents=True, exist_ok=True)
+        shared = self.shared
         with open(self.directory / f"vae-{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here, then hits the cache
-            cached = self.load(key, x.device)
-            if cached is not None:
-                return cached, True, self.path(key)
-            checkpoint = Checkpoint(self.directory / f"vae-{key}.ckpt")
-            try:
-                trained = train_vae(
-                    x,
-                    config,
-                    seed,
-                    on_epoch=on_epoch,
-                    progress=progress,
-                    desc=f"VAE z={config.latent_dim}",
-                    checkpoint=checkpoint,
-                )
-            except Exception:  # diverged or pruned: nothing to resume; an interrupt keeps it
-                checkpoint.clear()
-                raise
-            path = self.save(key, trained)
+            with shared.lock(key) if shared is not None else nullcontext():
+                cached = self.load(key, x.device)
+                if cached is None and shared is not None and shared.fetch(key, self.path(key)):
+                    cached = self.load(key, x.device)  # another machine trained it
+                    Checkpoint(self.directory / f"vae-{key}.ckpt").clear()
+                if cached is not None:
+                    return cached, True, self.path(key)
+                trained = self._train(key, x, config, seed, progress, on_epoch)
+                path = self.save(key, trained)
+                if shared is not None:  # before the lock goes: others fetch, never retrain
+                    shared.publish(key, path, trained)
+                Checkpoint(self.directory / f"vae-{key}.ckpt").clear()
+                return trained, False, path
+
+    def _train(
+        self,
+        key: str,
+        x: torch.Tensor,
+        config: VAEConfig,
+        seed: int,
+        progress: bool,
+        on_epoch: EpochCallback | None,
+    ) -> TrainedVAE:
+        checkpoint = Checkpoint(self.directory / f"vae-{key}.ckpt")
+        try:
+            return train_vae(
+                x,
+                config,
+                seed,
+                on_epoch=on_epoch,
+                progress=progress,
+                desc=f"VAE z={config.latent_dim}",
+                checkpoint=checkpoint,
+            )
+        except Exception:  # diverged or pruned: nothing to resume; an interrupt keeps it
             checkpoint.clear()
-            return trained, False, path
+            raise
