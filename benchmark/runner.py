@@ -342,6 +342,7 @@ def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
 def _pop(study: optuna.Study, storage_url: str) -> optuna.Trial | None:
     """The next queued trial, now RUNNING and ours alone; None when none is queued."""
     with store_lock(storage_url, QUEUE_LOCK):
+        optuna.storages.fail_stale_trials(study)  # as Study.optimize does before each trial
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return None
         with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": see _heartbeat

@@ -26,6 +26,7 @@ from benchmark.locks import store_lock
 from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
 MAX_PARAM_LENGTH = 6000
+OPEN_ATTEMPTS = 4
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
@@ -70,20 +71,27 @@ class Tracker:
                 f"--tracking-uri {uri!r}: MLflow no longer accepts a plain file store; use"
                 " sqlite:///PATH/mlflow.db or an http(s):// tracking server."
             )
-        try:
-            with store_lock(uri):  # MLflow's schema migration: one process at a time
-                self.client = MlflowClient(tracking_uri=uri)
-                found = self.client.get_experiment_by_name(experiment)
-                self.experiment_id = (
-                    found.experiment_id
-                    if found is not None
-                    else self._create_experiment(experiment, artifact_location)
-                )
-                self._mark_model_training(found)
-        except UsageError:
-            raise
-        except Exception as error:
-            raise UsageError(f"Cannot open MLflow tracking store {uri!r}: {error}") from None
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                with store_lock(uri):  # MLflow's schema migration: one process at a time
+                    self.client = MlflowClient(tracking_uri=uri)
+                    found = self.client.get_experiment_by_name(experiment)
+                    self.experiment_id = (
+                        found.experiment_id
+                        if found is not None
+                        else self._create_experiment(experiment, artifact_location)
+                    )
+                    self._mark_model_training(found)
+                return
+            except UsageError:
+                raise
+            except Exception as error:
+                # a server has no lock to give: two launchers creating or tagging the
+                # experiment at once get a unique violation; the next try finds it done
+                if attempt + 1 == OPEN_ATTEMPTS:
+                    message = f"Cannot open MLflow tracking store {uri!r}: {error}"
+                    raise UsageError(message) from None
+                time.sleep(0.5 * (attempt + 1))
 
     def _mark_model_training(self, found: Any) -> None:
         """MLflow 3's UI opens an experiment of unknown kind on its GenAI overview ("No data");

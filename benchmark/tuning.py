@@ -36,6 +36,7 @@ from benchmark import tuning_outputs as outputs
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import Workspace
+from benchmark.locks import store_lock
 from benchmark.runner import open_storage
 from benchmark.splits import balanced_split
 from benchmark.tracking import Tracker
@@ -206,10 +207,12 @@ def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
     settings = study_settings(request, fingerprint)
     tracker = Tracker(args.tracking_uri, args.experiment)
     epochs = int(request.base_params.get("vae_epochs", request.base_params.get("epochs", 1)))
-    study = open_study(open_storage(args.storage, tracker), request, settings, epochs)
-    parent = outputs.parent_run(
-        tracker, study, f"tune {request.label}", {**settings, "storage": redacted(args.storage)}
-    )
+    storage = open_storage(args.storage, tracker)
+    with store_lock(args.storage, f"tune-{request.study_name}"):  # machines started together
+        study = open_study(storage, request, settings, epochs)  # create the study once
+        parent = outputs.parent_run(
+            tracker, study, f"tune {request.label}", {**settings, "storage": redacted(args.storage)}
+        )
     tracker.set_tags(parent, {"command": " ".join(sys.argv)})
     print(
         f"study {request.study_name!r}: {len(study.trials)} earlier trial(s); running"

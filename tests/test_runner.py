@@ -265,7 +265,7 @@ def test_sigterm_mid_cell_exits_130_without_a_traceback(tiny_data: Path, stores:
     time.sleep(1.0)  # inside the VAE's training loop by now
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr.decode()[-3000:]
     assert b"run the same command again" in stderr
     assert b"Traceback" not in stderr
     assert [r.info.status for r in child_runs(stores)] == ["KILLED"]

@@ -7,22 +7,32 @@ the stores' schema creation.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
+from servers import mlflow_server, postgres
+
+contextlib_exit = contextlib.ExitStack
 
 pytestmark = pytest.mark.slow
 
-TINY_METHOD = '''
+TINY_METHODS = '''
+import os
+import time
+
 import numpy as np
-from methods.base import Method
+from methods.base import VAE_DEFAULTS, Method, VAEFeatureMethod
 
 
 class Constant(Method):
@@ -36,6 +46,21 @@ class Constant(Method):
 
     def predict(self, x):
         return np.full(len(x), self.label_)
+
+
+class SleepyVAE(VAEFeatureMethod):
+    """A small shared VAE, then a pause: every cell lasts long enough to be interrupted."""
+
+    name = "tiny-vae-sleepy"
+    description = "small shared VAE, then a fixed pause (scale-out tests)"
+    defaults = {**VAE_DEFAULTS, "latent_dim": 2, "vae_hidden": "16", "vae_batch_size": 64}
+
+    def fit_features(self, z, data):
+        time.sleep(float(os.environ.get("TINY_CELL_SECONDS", "0")))
+        self.label_ = int(np.bincount(data.y_labeled).argmax())
+
+    def predict_features(self, z):
+        return np.full(len(z), self.label_)
 '''
 
 
@@ -43,7 +68,7 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
     """Worker processes find the test's method through BENCHMARK_METHOD_MODULES."""
     folder = tmp_path / "plugins"
     folder.mkdir(exist_ok=True)
-    (folder / "tiny_methods.py").write_text(TINY_METHOD)
+    (folder / "tiny_methods.py").write_text(TINY_METHODS)
     return {
         **os.environ,
         "PYTHONPATH": f"{REPO}{os.pathsep}{folder}",
@@ -95,3 +120,104 @@ def test_two_launchers_and_six_workers_run_200_cells_once_each(
     assert len(queued) == 200 and set(queued.values()) == {1}  # each cell enqueued once
     assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
     assert {t.params["method"] for t in trials} == {"tiny-constant"}  # identity as parameters
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def running_cell_of(client: MlflowClient, experiment: str, launcher_pid: int) -> bool:
+    """Whether the launcher with this pid has a cell run in progress."""
+    parents = client.search_runs(
+        [experiment], f"tags.launcher_pid = '{launcher_pid}' and attributes.status = 'RUNNING'"
+    )
+    if not parents:
+        return False
+    query = (
+        f"tags.mlflow.parentRunId = '{parents[0].info.run_id}' and attributes.status = 'RUNNING'"
+    )
+    return any("cell_key" in r.data.tags for r in client.search_runs([experiment], query))
+
+
+def test_two_machines_on_postgres_and_an_mlflow_server(tiny_data: Path, tmp_path: Path) -> None:
+    """The README's multi-machine recipe: an Optuna storage on PostgreSQL, an `mlflow server`
+    backed by PostgreSQL, two machines (own working directory and VAE cache) started together;
+    one is killed with kill -9 and restarted, the other is stopped past its heartbeat's grace
+    period and continued. Every cell ends with one FINISHED run, and each (dataset, seed) with
+    one VAE, trained once and fetched by the other machine."""
+    with contextlib_exit() as stack:
+        urls = stack.enter_context(postgres(("optuna", "mlflow")))
+        tracking = stack.enter_context(
+            mlflow_server(urls["mlflow"], tmp_path / "artifacts", tmp_path / "mlflow.log")
+        )
+        env = {**plugin_env(tmp_path), "TINY_CELL_SECONDS": "3", "BENCHMARK_HEARTBEAT_SECONDS": "1"}
+
+        def machine(name: str) -> subprocess.Popen:
+            home = tmp_path / name
+            home.mkdir(exist_ok=True)
+            options = {
+                "--methods": "tiny-vae-sleepy",
+                "--datasets": "mnist",
+                "--labels": "10,20,30,40",
+                "--seeds": "0,1,2",
+                "--epochs": "20",
+                "--data-dir": str(tiny_data),
+                "--tracking-uri": tracking,
+                "--storage": urls["optuna"],
+                "--vae-cache-dir": str(home / "cache"),
+                "--results-dir": str(home / "results"),
+            }
+            command = [sys.executable, "-m", "benchmark", "run", *flatten(options)]
+            with open(home / "stderr.txt", "ab") as err:
+                return subprocess.Popen(
+                    command, cwd=home, env=env, start_new_session=True,
+                    stdout=subprocess.DEVNULL, stderr=err,
+                )  # fmt: skip
+
+        client = MlflowClient(tracking)
+        a, b = machine("a"), machine("b")
+        wait_until(lambda: client.get_experiment_by_name("ssl-vae-benchmark") is not None, "store")
+        experiment = client.get_experiment_by_name("ssl-vae-benchmark").experiment_id
+        wait_until(lambda: running_cell_of(client, experiment, a.pid), "machine a mid-cell")
+        os.killpg(a.pid, signal.SIGKILL)
+        a.wait()
+        a_again = machine("a")
+        wait_until(lambda: running_cell_of(client, experiment, b.pid), "machine b mid-cell")
+        os.killpg(b.pid, signal.SIGSTOP)  # heartbeat every 1 s, stale after 3 s
+        time.sleep(8)
+        os.killpg(b.pid, signal.SIGCONT)
+        codes = [a_again.wait(timeout=600), b.wait(timeout=600)]
+        stderr = {n: (tmp_path / n / "stderr.txt").read_text()[-3000:] for n in "ab"}
+        assert codes == [0, 0], stderr
+        assert not any("Traceback" in text for text in stderr.values()), stderr
+
+        runs = client.search_runs([experiment], max_results=1000)
+        cells = [r for r in runs if "cell_key" in r.data.tags]
+        finished = [r for r in cells if r.info.status == "FINISHED"]
+        assert len(finished) == len({r.data.tags["cell_key"] for r in finished}) == 12
+        assert not [r.data.tags["error"] for r in finished if "error" in r.data.tags]
+
+        vaes = [r for r in runs if r.data.tags.get("vae_published") == "true"]
+        assert sorted(r.info.status for r in vaes) == ["FINISHED"] * 3  # one per seed
+        per_seed = {(r.data.params["seed"], r.data.tags["vae_cache_keys"]) for r in finished}
+        assert len(per_seed) == 3  # every cell of a seed scored on that seed's one VAE
+        shared = [
+            path.name
+            for path in (tmp_path / "a" / "cache").glob("vae-*.pt")
+            if (tmp_path / "b" / "cache" / path.name).exists()
+        ]
+        assert shared, "no VAE was fetched by the other machine"
+        for name in shared:  # fetched, not retrained: the very same file
+            one, other = (tmp_path / m / "cache" / name for m in "ab")
+            assert one.read_bytes() == other.read_bytes()
+
+        killed_parent = client.search_runs([experiment], f"tags.launcher_pid = '{a.pid}'")
+        assert [r.info.status for r in killed_parent] == ["KILLED"]  # closed by the restart
+
+        (summary,) = optuna.get_all_study_summaries(urls["optuna"])
+        trials = optuna.load_study(study_name=summary.study_name, storage=urls["optuna"]).trials
+        states = Counter(t.state.name for t in trials)
+        assert states["FAIL"] >= 2 and states["RUNNING"] == states["WAITING"] == 0, states

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,45 @@ def test_features_of_shared_arrays_are_encoded_once(x_small: torch.Tensor) -> No
     train_vae(x_small, SMALL, 0, model=trained.model, progress=False)  # weights change
     again = trained.model.latent_means(shared)
     assert again is not first and not np.array_equal(again, first)
+
+
+class DictStore:
+    """A `SharedStore` in memory: what the tracking server's artifact store is across machines."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def lock(self, key: str):
+        return contextlib.nullcontext()
+
+    def fetch(self, key: str, destination: Path) -> bool:
+        if key not in self.files:
+            return False
+        destination.write_bytes(self.files[key])
+        return True
+
+    def publish(self, key: str, path: Path, trained) -> None:
+        self.files[key] = path.read_bytes()
+
+
+def test_a_second_machine_fetches_the_published_vae(
+    tmp_path: Path, x_small: torch.Tensor, monkeypatch
+) -> None:
+    """Each machine has its own cache; before the shared store each trained its own VAE."""
+    shared = DictStore()
+    first, hit, path = VAECache(tmp_path / "a", shared).get_or_train(
+        x_small, "fp", SMALL, 0, progress=False
+    )
+    assert not hit and list(shared.files) == [path.stem.removeprefix("vae-")]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("trained although another machine had published the model")
+
+    monkeypatch.setattr(vae_cache, "train_vae", fail)
+    second, hit, other = VAECache(tmp_path / "b", shared).get_or_train(
+        x_small, "fp", SMALL, 0, progress=False
+    )
+    assert hit and other.read_bytes() == path.read_bytes()
+    assert all(
+        torch.equal(v, second.model.state_dict()[k]) for k, v in first.model.state_dict().items()
+    )
