@@ -187,7 +187,7 @@ def test_two_machines_on_postgres_and_an_mlflow_server(tiny_data: Path, tmp_path
         a_again = machine("a")
         wait_until(lambda: running_cell_of(client, experiment, b.pid), "machine b mid-cell")
         os.killpg(b.pid, signal.SIGSTOP)  # heartbeat every 1 s, stale after 3 s
-        time.sleep(8)
+        time.sleep(12)  # the other machine pops a cell every ~3 s and fails the stale trial
         os.killpg(b.pid, signal.SIGCONT)
         codes = [a_again.wait(timeout=600), b.wait(timeout=600)]
         stderr = {n: (tmp_path / n / "stderr.txt").read_text()[-3000:] for n in "ab"}
@@ -199,6 +199,10 @@ def test_two_machines_on_postgres_and_an_mlflow_server(tiny_data: Path, tmp_path
         finished = [r for r in cells if r.info.status == "FINISHED"]
         assert len(finished) == len({r.data.tags["cell_key"] for r in finished}) == 12
         assert not [r.data.tags["error"] for r in finished if "error" in r.data.tags]
+        late = [
+            r for r in cells if "note" in r.data.tags or "duplicate" in r.data.tags.get("error", "")
+        ]
+        assert late, "the stalled machine's cell was not handed on"  # recorded or discarded
 
         vaes = [r for r in runs if r.data.tags.get("vae_published") == "true"]
         assert sorted(r.info.status for r in vaes) == ["FINISHED"] * 3  # one per seed
