@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from benchmark import runtime
 from benchmark.commands import COMMANDS
 from benchmark.errors import UsageError
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)
+    runtime.configure()
     start = time.perf_counter()
     try:
         return args.handler(args)

@@ -1,4 +1,9 @@
-"""Dataset registry and a validating reader for the IDX files of MNIST and Fashion-MNIST.
+"""Dataset registry and a validating reader for IDX files (MNIST, Fashion-MNIST, KMNIST).
+
+A dataset is a `DatasetSpec`: its name, image shape, class count and names, torchvision's folder
+and class (the offline layout and the online download), and whether `--datasets all` includes it.
+The class count and image shape flow from here to the splits, the methods (`TrainData`) and the
+pictures; adding a dataset in the same IDX layout is adding a spec.
 
 Data is looked up, in order, in ``--data-dir`` / ``BENCHMARK_DATA_DIR``, Debian's package
 directory (Fashion-MNIST only), the user cache, and finally torchvision's downloader (only
@@ -35,8 +40,10 @@ class DatasetSpec:
     torchvision_class: str
     description: str
     n_classes: int = 10
+    image_shape: tuple[int, ...] = (28, 28)
     system_dirs: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()  # for people (confusion matrices); index = label
+    opt_in: bool = False  # left out of `--datasets all`: name it to run it
 
     def class_name(self, label: int) -> str:
         return self.class_names[label] if label < len(self.class_names) else str(label)
@@ -65,8 +72,18 @@ DATASETS: dict[str, DatasetSpec] = {
                 "Ankle boot",
             ),
         ),
+        DatasetSpec(
+            "kmnist",
+            "KMNIST",
+            "KMNIST",
+            "Kuzushiji-MNIST: cursive Japanese characters in 10 classes, 28x28 grey (opt-in)",
+            class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            opt_in=True,
+        ),
     )
 }
+# What `--datasets all` means: the study's datasets, not every one the registry can read.
+DEFAULT_DATASETS = [name for name, spec in DATASETS.items() if not spec.opt_in]
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -221,6 +238,11 @@ class Dataset:
                 f"{paths[0]} holds {images.shape[0]} images but {paths[1]} holds"
                 f" {labels.shape[0]} labels; the two files must agree."
             )
+        if images.shape[1:] != self.spec.image_shape:
+            raise DataError(
+                f"{paths[0]}: images of shape {images.shape[1:]}, but {self.name!r} has"
+                f" {self.spec.image_shape}; is this the right dataset's file?"
+            )
         if labels.size and int(labels.max()) >= self.spec.n_classes:
             raise DataError(
                 f"{paths[1]}: label {int(labels.max())} out of range 0-{self.spec.n_classes - 1}."
@@ -237,7 +259,7 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.split("train")[0].shape[1:])
+        return self.spec.image_shape
 
     def fingerprint(self) -> str:
         """Hash of the training images only: what the VAE sees, so its cache key."""

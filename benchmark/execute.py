@@ -18,9 +18,9 @@ import methods
 from benchmark import datasets, scoring
 from benchmark.grid import Cell
 from benchmark.splits import LabeledSplit, balanced_split
+from benchmark.vae_cache import VAECache, cache_key
 from methods.base import MetricLogger, TrainData, _no_log
 from methods.vae import VAE, TrainedVAE, VAEConfig
-from methods.vae_cache import VAECache, cache_key
 
 
 @dataclass
@@ -167,6 +167,7 @@ def train_data(
         labeled=split.labeled,
         y_labeled=split.labels,
         n_classes=ws.dataset(cell.dataset).spec.n_classes,
+        image_shape=ws.dataset(cell.dataset).spec.image_shape,
         seed=cell.seed,
         device=ws.device,
         vae=ws.vae_supply(cell) if uses_vae else None,

@@ -60,11 +60,13 @@ def canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True)
 
 
-def parse_list(text: str, choices: Iterable[str], what: str) -> list[str]:
-    """'all' or a comma-separated list, each name checked against the choices."""
+def parse_list(
+    text: str, choices: Iterable[str], what: str, all_means: Iterable[str] | None = None
+) -> list[str]:
+    """'all' (the choices, or `all_means`) or a comma-separated list of checked names."""
     choices = list(choices)
     if text.strip() == "all":
-        return choices
+        return list(all_means) if all_means is not None else choices
     names = [t.strip() for t in text.split(",") if t.strip()]
     for name in names:
         if name not in choices:
@@ -201,13 +203,12 @@ def build_grid(
     """Validate the whole request, then list its cells."""
     if mode not in PARAM_MODES:
         raise UsageError(f"--params {mode!r} must be one of {', '.join(PARAM_MODES)}.")
-    for n in labels:
-        check_budget(n)
     for seed in seeds:
         if seed < 0:
             raise UsageError(f"seed={seed} must be a non-negative integer.")
     for name in dataset_names:
-        datasets.get_spec(name)
+        for n in labels:  # each dataset's own class count
+            check_budget(n, datasets.get_spec(name).n_classes)
     if subset and subset < max(labels):
         raise UsageError(f"--subset {subset} is smaller than the largest budget {max(labels)}.")
     cells = []

@@ -30,9 +30,9 @@ from benchmark import grid
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import Workspace, train_data
+from benchmark.vae_cache import VAECache
 from methods.base import VAE_DEFAULTS, vae_config_from
 from methods.vae import VAE, VAEConfig, train_vae
-from methods.vae_cache import VAECache
 
 BASELINES = ("pixel-svm", "vae-gmm", "vae-linear-svm", "vae-rbf-svm")
 FIT_BUDGETS = (100, 3000)
@@ -114,11 +114,11 @@ def grid_run_args(
 
 def time_grid(run_args: argparse.Namespace) -> float:
     """Wall seconds of `python -m benchmark run`, end to end."""
-    from benchmark import study
+    from benchmark import launcher
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # keep --json output a single object
-        code = study.run(run_args)
+        code = launcher.run_grid(run_args)
     if code != 0:
         raise RuntimeError(f"The perf grid run failed (exit {code}); see the messages above.")
     return time.perf_counter() - start

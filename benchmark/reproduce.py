@@ -17,7 +17,7 @@ import pandas as pd
 import methods
 from benchmark import datasets, grid, published, stats
 from benchmark import report as report_mod
-from benchmark.study import exit_code, launch_tracked
+from benchmark.launcher import exit_code, launch_tracked
 from benchmark.tracking import Tracker
 
 
@@ -239,7 +239,9 @@ def caveats_for(args: argparse.Namespace, method: str) -> list[str]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     names = grid.parse_list(args.methods, compared_methods(), "method")
-    dataset_names = grid.parse_list(args.datasets, list(datasets.DATASETS), "dataset")
+    dataset_names = grid.parse_list(
+        args.datasets, list(datasets.DATASETS), "dataset", datasets.DEFAULT_DATASETS
+    )
     rows = published.rows(dataset_names, names)
     registered = set(methods.available())
     cells = build_cells(args, rows)

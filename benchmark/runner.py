@@ -40,7 +40,7 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark import plots
+from benchmark import plots, runtime
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import CellResult, Workspace, run_cell
@@ -49,14 +49,11 @@ from benchmark.locks import store_lock
 from benchmark.plan import Plan
 from benchmark.progress import GridProgress
 from benchmark.tracking import Tracker
+from benchmark.vae_cache import VAECache
 from benchmark.vae_run import log_vae_run
 from benchmark.vae_share import SharedVAEs
-from methods.vae_cache import VAECache
 
 SQLITE_TIMEOUT_S = 60
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 log = logging.getLogger(__name__)
 
 
@@ -223,7 +220,16 @@ def _log_result(
             try:
                 vae_runs.append(
                     log_vae_run(
-                        tracker, parent_id, key, trained, cell.dataset, cell.seed, fingerprint, x, y
+                        tracker,
+                        parent_id,
+                        key,
+                        trained,
+                        cell.dataset,
+                        cell.seed,
+                        fingerprint,
+                        x,
+                        y,
+                        ws.dataset(cell.dataset).spec.image_shape,
                     )
                 )
             except Exception as error:  # the cell's score stands; say what is missing
@@ -389,6 +395,7 @@ def work(
     on_change: Callable[[], None] | None = None,
 ) -> None:
     """Pop and run cells until the queue is empty and no other worker holds one."""
+    runtime.quiet_optuna()
     tracker = Tracker(options.tracking_uri, options.experiment)
     study = optuna.load_study(
         study_name=study_name_, storage=open_storage(options.storage, tracker)
@@ -439,6 +446,7 @@ def _die_with_parent() -> None:
 
 def _worker_main(options: RunOptions, name: str) -> None:
     _die_with_parent()
+    runtime.configure()
     signal.signal(signal.SIGTERM, _interrupt)
     torch.set_num_threads(1)
     work(options, name)
@@ -521,6 +529,7 @@ def launch(
 ) -> list[str]:
     """Enqueue the grid (in the plan's order: cheapest first), run the workers, and return the
     failures of this invocation. `on_change` is called after each finished cell."""
+    runtime.quiet_optuna()
     name = study_name(options.experiment, cells)
     storage = open_storage(options.storage, tracker)
     with store_lock(options.storage, QUEUE_LOCK):  # launchers started together: one at a time

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.errors import UsageError
-
-UNLABELED = -1
+from methods.base import UNLABELED
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class LabeledSplit:
         return targets
 
 
-def check_budget(n_labels: int, n_classes: int = 10) -> int:
+def check_budget(n_labels: int, n_classes: int) -> int:
     """Labels per class for a budget, or a UsageError saying what is wrong."""
     if n_labels <= 0:
         raise UsageError(f"n_labels={n_labels} must be a positive multiple of {n_classes}.")
@@ -52,7 +51,7 @@ def _rng(dataset: str, seed: int) -> np.random.Generator:
 
 
 def balanced_split(
-    train_labels: np.ndarray, n_labels: int, seed: int, dataset: str, n_classes: int = 10
+    train_labels: np.ndarray, n_labels: int, seed: int, dataset: str, n_classes: int
 ) -> LabeledSplit:
     """Exactly n_labels / n_classes labeled images per class, drawn from the seed alone."""
     per_class = check_budget(n_labels, n_classes)

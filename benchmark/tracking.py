@@ -29,9 +29,6 @@ MAX_PARAM_LENGTH = 6000
 OPEN_ATTEMPTS = 4
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
-for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
-
 
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):

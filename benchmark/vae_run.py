@@ -13,16 +13,13 @@ import copy
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmark.tracking import Tracker  # noqa: E402
-from methods.vae import VAE, TrainedVAE  # noqa: E402
+from benchmark.tracking import Tracker
+from methods.vae import VAE, TrainedVAE
 
 SAMPLE = 2000  # training images for the latent picture
 
@@ -38,12 +35,14 @@ class LatentMeans(nn.Module):
         return self.vae.encode(x)[0]
 
 
-def _image_grid(rows: list[np.ndarray], path: Path, title: str) -> Path:
+def _image_grid(
+    rows: list[np.ndarray], path: Path, title: str, shape: tuple[int, ...] = (28, 28)
+) -> Path:
     fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(len(rows[0]), len(rows) + 0.4))
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
             ax = axes[r][c] if len(rows) > 1 else axes[c]
-            ax.imshow(image.reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(image.reshape(shape), cmap="gray", vmin=0, vmax=1)
             ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
@@ -53,7 +52,14 @@ def _image_grid(rows: list[np.ndarray], path: Path, title: str) -> Path:
 
 
 @torch.no_grad()
-def pictures(vae: VAE, x: np.ndarray, y: np.ndarray, folder: Path, seed: int) -> list[Path]:
+def pictures(
+    vae: VAE,
+    x: np.ndarray,
+    y: np.ndarray,
+    folder: Path,
+    seed: int,
+    shape: tuple[int, ...] = (28, 28),
+) -> list[Path]:
     vae = vae.eval()
     device = next(vae.parameters()).device
     rng = np.random.default_rng(seed)
@@ -66,13 +72,14 @@ def pictures(vae: VAE, x: np.ndarray, y: np.ndarray, folder: Path, seed: int) ->
             [x[pick[:8]], recon],
             folder / "reconstructions.png",
             "training images (top) and their reconstructions from the latent mean",
+            shape,
         )
     ]
     z = torch.from_numpy(rng.standard_normal((16, vae.config.latent_dim)).astype(np.float32))
     samples = torch.sigmoid(vae.decode_logits(z.to(device))).cpu().numpy()
     made.append(
         _image_grid(
-            [samples[:8], samples[8:]], folder / "samples.png", "decoded samples z ~ N(0, I)"
+            [samples[:8], samples[8:]], folder / "samples.png", "decoded samples z ~ N(0, I)", shape
         )
     )
     from sklearn.decomposition import PCA
@@ -105,6 +112,7 @@ def log_vae_run(
     fingerprint: str,
     x: np.ndarray,
     y: np.ndarray,
+    shape: tuple[int, ...] = (28, 28),
 ) -> str:
     """One run for one trained VAE, with its pictures and model; returns its id. The run the
     grid published the VAE's cache file in (`benchmark.vae_share`) is completed, not repeated."""
@@ -126,7 +134,7 @@ def log_vae_run(
             tracker.log_metrics(run_id, {"train_seconds": trained.train_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            for path in pictures(trained.model, x, y, folder, seed):
+            for path in pictures(trained.model, x, y, folder, seed, shape):
                 tracker.log_artifact(run_id, path)
             _save_model(trained.model, x[:5], folder / "model")
             tracker.client.log_artifacts(run_id, str(folder / "model"), "model")

@@ -26,7 +26,7 @@ ARTIFACT_FOLDER = "cache"
 
 
 class SharedVAEs:
-    """The `methods.vae_cache.SharedStore` of a grid: its tracking store, its queue's locks."""
+    """The `benchmark.vae_cache.SharedStore` of a grid: its tracking store, its queue's locks."""
 
     def __init__(self, tracker: Tracker, lock_url: str, parent_run_id: str | None) -> None:
         self.tracker, self.lock_url, self.parent_run_id = tracker, lock_url, parent_run_id

@@ -16,7 +16,7 @@ import warnings
 from benchmark.errors import UsageError
 from methods.base import REGISTRY, Method, TrainData, VAEFeatureMethod
 
-_INFRASTRUCTURE = {"base", "vae", "vae_cache"}
+_INFRASTRUCTURE = {"base", "vae"}
 # Modules that failed to import, with the error: one broken method file must not take the
 # others down, but it must not vanish silently either.
 BROKEN: dict[str, str] = {}

@@ -36,7 +36,3 @@ def suggest_rbf(trial: Any) -> dict[str, Any]:
         "C": trial.suggest_float("C", 1e-2, 1e3, log=True),
         "gamma": trial.suggest_float("gamma", 1e-4, 1e1, log=True),
     }
-
-
-def suggest_latent_dim(trial: Any) -> dict[str, Any]:
-    return {"latent_dim": trial.suggest_int("latent_dim", 2, 64, log=True)}

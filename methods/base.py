@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from benchmark.splits import UNLABELED
 from methods.params import COMMON_RULES, Rule, coerce_all
 from methods.training import Checkpoint
 from methods.vae import VAE, VAEConfig
 
 REGISTRY: dict[str, type[Method]] = {}
+UNLABELED = -1  # the target of a training image outside the labeled budget
 
 # Gives a VAE config -> a trained VAE, from the shared cache; the runner supplies it.
 VAEProvider = Callable[[VAEConfig], VAE]
@@ -43,6 +43,7 @@ class TrainData:
     y_labeled: np.ndarray  # their labels, aligned with `labeled`
     n_classes: int
     seed: int
+    image_shape: tuple[int, ...] = (28, 28)  # each row of x is one image of this shape
     device: torch.device = torch.device("cpu")
     vae: VAEProvider | None = None
     log_metric: MetricLogger = field(default=_no_log)
@@ -149,6 +150,11 @@ VAE_DEFAULTS: dict[str, Any] = {
     "vae_batch_size": 256,
     "vae_lr": 1e-3,
 }
+
+
+def suggest_latent_dim(trial: Any) -> dict[str, Any]:
+    """The shared VAE's latent size, the search dimension every VAE method has."""
+    return {"latent_dim": trial.suggest_int("latent_dim", 2, 64, log=True)}
 
 
 def vae_config_from(params: Mapping[str, Any]) -> VAEConfig:

@@ -103,7 +103,9 @@ class VAE(nn.Module):
             return memo[id(x)][1]
         self.eval()
         device = next(self.parameters()).device
-        rows = torch.as_tensor(x)
+        with warnings.catch_warnings():  # the runner shares read-only arrays; nothing writes
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            rows = torch.as_tensor(x)
         out = [
             self.encode(rows[i : i + batch_size].to(device))[0].cpu()
             for i in range(0, len(rows), batch_size)
@@ -114,9 +116,6 @@ class VAE(nn.Module):
             memo[id(x)] = (x, z)  # holding x keeps its id from being reused
         return z
 
-
-# The runner shares read-only arrays with torch without copying; nothing writes through them.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 # Encoded features per model, for read-only inputs; a copied or retrained model starts empty.
 _FEATURES: weakref.WeakKeyDictionary[VAE, dict[int, tuple[np.ndarray, np.ndarray]]] = (

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from methods._svm import suggest_latent_dim
-from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod
+from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_latent_dim
 
 
 class VAEGMM(VAEFeatureMethod):

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from methods._svm import linear_svc, suggest_latent_dim
-from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod
+from methods._svm import linear_svc
+from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_latent_dim
 
 
 class VAELinearSVM(VAEFeatureMethod):

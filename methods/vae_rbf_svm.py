@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from methods._svm import rbf_svc, suggest_latent_dim, suggest_rbf
-from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod
+from methods._svm import rbf_svc, suggest_rbf
+from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_latent_dim
 
 
 class VAERBFSVM(VAEFeatureMethod):

@@ -43,6 +43,7 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_an_interrupted_vae_resumes_from_its_checkpoint_bit_identically(
     tmp_path: Path, capsys
 ) -> None:

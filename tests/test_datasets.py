@@ -115,3 +115,58 @@ def test_corrupt_data_gives_exit_2_without_traceback(tiny_data: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "train-images-idx3-ubyte.gz" in proc.stderr
+
+
+def test_kmnist_is_opt_in_and_runs_offline_from_idx_files(
+    tmp_path: Path, stores: dict, capsys: pytest.CaptureFixture
+) -> None:
+    """KMNIST proves the registry: one spec, the same IDX layout, read offline; `all` keeps
+    meaning the study's MNIST + Fashion-MNIST."""
+    from conftest import flatten, make_fake_dataset
+
+    from benchmark import datasets, grid
+    from benchmark.cli import main
+
+    make_fake_dataset(tmp_path / "data", "KMNIST")
+    assert "kmnist" not in grid.parse_list(
+        "all", datasets.DATASETS, "dataset", datasets.DEFAULT_DATASETS
+    )
+    assert datasets.load("kmnist", tmp_path / "data", download=False).spec.class_name(1) == "ki"
+    options = {
+        "--methods": "pixel-svm",
+        "--datasets": "kmnist",
+        "--labels": "20",
+        "--seeds": "0",
+        "--data-dir": str(tmp_path / "data"),
+        **stores,
+    }
+    assert main(["run", *flatten(options)]) == 0
+    assert "## kmnist" in (Path(stores["--results-dir"]) / "summary.md").read_text()
+
+
+def test_class_count_and_image_shape_flow_from_the_spec(tmp_path: Path, monkeypatch) -> None:
+    """A 4-class dataset of 6x6 images: its splits label all 4 classes, its budgets are checked
+    against 4, and a method's TrainData says 4 classes of 6x6 (the split used to assume 10)."""
+    import numpy as np
+    import torch
+    from conftest import write_idx
+
+    from benchmark import datasets, execute, grid
+    from benchmark.errors import UsageError
+    from benchmark.vae_cache import VAECache
+
+    spec = datasets.DatasetSpec("tiny4", "Tiny4", "Tiny4", "4 classes", 4, (6, 6), opt_in=True)
+    monkeypatch.setitem(datasets.DATASETS, "tiny4", spec)
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "data" / "Tiny4" / "raw"
+    for split, n in (("train", 80), ("t10k", 40)):
+        labels = (np.arange(n) % 4).astype(np.uint8)
+        write_idx(raw / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 6, 6)))
+        write_idx(raw / f"{split}-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(UsageError, match="multiple of the 4 classes"):
+        grid.build_grid(["pixel-svm"], ["tiny4"], [10], [0])
+    (cell,) = grid.build_grid(["pixel-svm"], ["tiny4"], [8], [0])
+    ws = execute.Workspace(tmp_path / "data", torch.device("cpu"), VAECache(tmp_path / "c"), False)
+    data = execute.train_data(cell, ws, uses_vae=False)
+    assert (data.n_classes, data.image_shape) == (4, (6, 6))
+    assert sorted(np.bincount(data.y_labeled)) == [2, 2, 2, 2]

@@ -92,7 +92,8 @@ def test_grid_logs_every_cell_resumes_and_reports(
             "fit_seconds",
             "vae_train_seconds",
         } <= set(run.data.metrics)
-        assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+        if run.data.params["method"] == "pixel-svm":  # the tiny classes are easy on pixels
+            assert run.data.metrics["test_accuracy"] > 0.9
         tags = set(run.data.tags)
         assert {"cell_key", "git_commit", "mlflow.parentRunId", "code_version"} <= tags
         assert {"settings", "data_fingerprint"} <= tags

@@ -19,7 +19,9 @@ def fashion(real_data: Path) -> datasets.Dataset:
 
 @pytest.mark.parametrize("n_labels", BUDGETS)
 def test_exact_per_class_counts(fashion: datasets.Dataset, n_labels: int) -> None:
-    split = balanced_split(fashion.labels("train"), n_labels, seed=3, dataset="fashion-mnist")
+    split = balanced_split(
+        fashion.labels("train"), n_labels, seed=3, dataset="fashion-mnist", n_classes=10
+    )
     assert len(split.labeled) == n_labels == len(np.unique(split.labeled))
     assert np.bincount(split.labels, minlength=10).tolist() == [n_labels // 10] * 10
     assert (fashion.labels("train")[split.labeled] == split.labels).all()
@@ -27,19 +29,19 @@ def test_exact_per_class_counts(fashion: datasets.Dataset, n_labels: int) -> Non
 
 def test_same_inputs_same_indices_and_seeds_differ(fashion: datasets.Dataset) -> None:
     y = fashion.labels("train")
-    a = balanced_split(y, 100, 0, "fashion-mnist")
-    b = balanced_split(y.copy(), 100, 0, "fashion-mnist")
+    a = balanced_split(y, 100, 0, "fashion-mnist", 10)
+    b = balanced_split(y.copy(), 100, 0, "fashion-mnist", 10)
     assert np.array_equal(a.labeled, b.labeled)
-    assert not np.array_equal(a.labeled, balanced_split(y, 100, 1, "fashion-mnist").labeled)
+    assert not np.array_equal(a.labeled, balanced_split(y, 100, 1, "fashion-mnist", 10).labeled)
     # the protocol owns its RNG: global numpy state changes nothing
     np.random.seed(123)
-    assert np.array_equal(a.labeled, balanced_split(y, 100, 0, "fashion-mnist").labeled)
+    assert np.array_equal(a.labeled, balanced_split(y, 100, 0, "fashion-mnist", 10).labeled)
 
 
 def test_pinned_indices_do_not_drift() -> None:
     """The split must be identical on every machine and release: pin a few indices."""
     y = np.arange(1000) % 10
-    split = balanced_split(y, 20, seed=0, dataset="mnist")
+    split = balanced_split(y, 20, seed=0, dataset="mnist", n_classes=10)
     assert split.labeled.tolist() == [
         3,
         16,
@@ -67,12 +69,12 @@ def test_pinned_indices_do_not_drift() -> None:
 def test_budgets_are_nested(fashion: datasets.Dataset) -> None:
     y = fashion.labels("train")
     for seed in (0, 4):
-        sets = [set(balanced_split(y, n, seed, "fashion-mnist").labeled) for n in BUDGETS]
+        sets = [set(balanced_split(y, n, seed, "fashion-mnist", 10).labeled) for n in BUDGETS]
         assert all(small <= big for small, big in zip(sets, sets[1:]))
 
 
 def test_unlabeled_targets_are_hidden(fashion: datasets.Dataset) -> None:
-    split = balanced_split(fashion.labels("train"), 600, 2, "fashion-mnist")
+    split = balanced_split(fashion.labels("train"), 600, 2, "fashion-mnist", 10)
     targets = split.targets()
     assert (targets != UNLABELED).sum() == 600
     assert (targets[split.labeled] == split.labels).all()
@@ -82,7 +84,7 @@ def test_unlabeled_targets_are_hidden(fashion: datasets.Dataset) -> None:
 
 def test_labeled_images_are_not_test_images(real_data: Path) -> None:
     mnist = datasets.load("mnist", real_data)
-    split = balanced_split(mnist.labels("train"), 3000, 0, "mnist")
+    split = balanced_split(mnist.labels("train"), 3000, 0, "mnist", 10)
     train_rows = {row.tobytes() for row in mnist.split("train")[0][split.labeled]}
     test_rows = {row.tobytes() for row in mnist.split("test")[0]}
     assert not train_rows & test_rows
@@ -99,4 +101,4 @@ def test_labeled_images_are_not_test_images(real_data: Path) -> None:
 )
 def test_bad_budgets_are_explained(fashion: datasets.Dataset, n_labels: int, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        balanced_split(fashion.labels("train"), n_labels, 0, "fashion-mnist")
+        balanced_split(fashion.labels("train"), n_labels, 0, "fashion-mnist", 10)

@@ -18,9 +18,9 @@ import methods
 from benchmark import datasets, grid
 from benchmark.execute import Workspace, run_cell
 from benchmark.splits import balanced_split
+from benchmark.vae_cache import VAECache
 from methods.base import TrainData, vae_config_from
 from methods.vae import VAEConfig, train_vae
-from methods.vae_cache import VAECache
 
 SSL_METHODS = ("m2", "m1-m2", "vae-finetune", "vae-finetune-frozen", "vae-gmm-mutual")
 HEAVY = {"vae-gmm-mutual", "m2"}  # over ~5 s: in the full suite, not in `-m "not slow"`
@@ -136,7 +136,7 @@ def test_labels_of_unlabeled_images_never_reach_the_method(
         root = tmp_path / variant
         make_fake_dataset(root, "MNIST")
         train_labels = datasets.load("mnist", root).labels("train")
-        split = balanced_split(train_labels, 20, 0, "mnist")
+        split = balanced_split(train_labels, 20, 0, "mnist", 10)
         if variant == "shuffled":
             _shuffle_unlabeled_labels(root, split.labeled)
         # The split is the protocol's business (it reads every label); hold it fixed.

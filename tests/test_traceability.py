@@ -20,8 +20,8 @@ from benchmark import grid, provenance, report
 from benchmark.cli import main
 from benchmark.errors import UsageError
 from benchmark.execute import Workspace, train_data
+from benchmark.vae_cache import VAECache, code_version
 from methods.vae import VAE, TrainedVAE, VAEConfig
-from methods.vae_cache import VAECache, code_version
 
 
 def run_args(data: Path, stores: dict[str, str], **extra: str) -> list[str]:

@@ -15,11 +15,11 @@ from conftest import flatten, make_fake_dataset
 import methods
 from benchmark import tracking
 from benchmark.cli import main
-from benchmark.tuning import LaggardPruner
-from benchmark.tuning_objective import VAESource, stratified_folds
+from benchmark.tune_objective import VAESource, stratified_folds
+from benchmark.tune_study import LaggardPruner
+from benchmark.vae_cache import VAECache
 from methods.base import REGISTRY, Method
 from methods.vae import VAEConfig, train_vae
-from methods.vae_cache import VAECache
 
 TUNE = ["tune", "--method", "vae-rbf-svm", "--dataset", "fashion-mnist", "--labels", "30"]
 

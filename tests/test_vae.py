@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import datasets
-from methods import vae_cache
+from benchmark import datasets, vae_cache
+from benchmark.vae_cache import VAECache, cache_key
 from methods.training import TrainingDiverged
 from methods.vae import VAE, VAEConfig, train_vae
-from methods.vae_cache import VAECache, cache_key
 
 SMALL = VAEConfig(latent_dim=4, hidden=(64, 32), epochs=3, batch_size=64)
 
@@ -153,3 +152,13 @@ def test_a_second_machine_fetches_the_published_vae(
     assert all(
         torch.equal(v, second.model.state_dict()[k]) for k, v in first.model.state_dict().items()
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_vae_trains_on_cuda_and_its_cpu_copy_gives_the_same_features(x_small) -> None:
+    trained = train_vae(x_small.cuda(), SMALL, 0, progress=False)
+    assert next(trained.model.parameters()).is_cuda and trained.history[-1] < trained.history[0]
+    on_gpu = trained.model.latent_means(x_small[:200].numpy())
+    on_cpu = trained.model.cpu().latent_means(x_small[:200].numpy())
+    assert np.allclose(on_gpu, on_cpu, atol=1e-4)

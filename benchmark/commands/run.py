@@ -35,6 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmark import study
+    from benchmark import launcher
 
-    return study.run(args)
+    return launcher.run_grid(args)

@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmark.tune import cmd_tune
+    from benchmark.tune_request import request_from_args
 
-    return cmd_tune(args)
+    request = request_from_args(args)
+    from benchmark import tune_study  # optuna, MLflow and torch training: only once input is valid
+
+    return tune_study.run_study(request, args)

@@ -15,17 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import optuna
+from optuna.importance import FanovaImportanceEvaluator
+from optuna.trial import FrozenTrial, TrialState
 
-matplotlib.use("Agg")  # headless: workers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from optuna.importance import FanovaImportanceEvaluator  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-
-from benchmark import grid  # noqa: E402
-from benchmark.tracking import Tracker  # noqa: E402
-from benchmark.tune import TuneRequest  # noqa: E402
+from benchmark import grid
+from benchmark.tracking import Tracker
+from benchmark.tune_request import TuneRequest
 
 STUDY_KIND = "tune-study"
 

@@ -7,7 +7,7 @@ TPE sampler is re-seeded before every trial from (seed, trials already in the st
 single process is reproducible and a continued study does not replay its first points.
 
 Pruning: a trial that trains a new VAE reports the VAE's ELBO per epoch (see
-`benchmark.tuning_objective`). The pruner stops it only if, at that epoch, its ELBO is more
+`benchmark.tune_objective`). The pruner stops it only if, at that epoch, its ELBO is more
 than 1% below that of every finished trial that trained a VAE. The ELBO is not the objective:
 on Fashion-MNIST (100 labels, 10 epochs) latent dimensions 5 to 58 were within about 1 nat of
 each other at every epoch while their CV accuracy ranged from 0.29 to 0.65 (driven by C and
@@ -32,7 +32,8 @@ from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 import methods
-from benchmark import tuning_outputs as outputs
+from benchmark import runtime
+from benchmark import tune_outputs as outputs
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import Workspace
@@ -40,15 +41,15 @@ from benchmark.locks import store_lock
 from benchmark.runner import open_storage
 from benchmark.splits import balanced_split
 from benchmark.tracking import Tracker
-from benchmark.tune import TuneRequest
-from benchmark.tuning_objective import (
+from benchmark.tune_objective import (
     CVTask,
     TrialFailed,
     VAESource,
     make_objective,
     stratified_folds,
 )
-from methods.vae_cache import VAECache
+from benchmark.tune_request import TuneRequest
+from benchmark.vae_cache import VAECache
 
 
 class LaggardPruner(BasePruner):
@@ -139,7 +140,8 @@ def build_task(
     device = resolve_device(args.device)
     ws = Workspace(args.data_dir, device, VAECache(args.vae_cache_dir), progress)
     x, y, fingerprint = ws.train_arrays(request.dataset, request.subset)
-    split = balanced_split(y, request.n_labels, request.seed, request.dataset)
+    n_classes = ws.dataset(request.dataset).spec.n_classes
+    split = balanced_split(y, request.n_labels, request.seed, request.dataset, n_classes)
     cls = methods.get(request.method)
     vaes = (
         VAESource(x, fingerprint, request.seed, device, ws.cache, progress)
@@ -202,6 +204,7 @@ def study_settings(request: TuneRequest, fingerprint: str) -> dict[str, Any]:
 
 
 def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
+    runtime.quiet_optuna()
     progress = sys.stderr.isatty()
     task, fingerprint = build_task(request, args, progress)
     settings = study_settings(request, fingerprint)

@@ -1,11 +1,11 @@
-"""The `run` and `report` commands: validate everything, launch the grid, write the tables."""
+"""Launching a grid (for `run` and `reproduce`): check every cell, print the plan, open the parent
+run, run the queue, and rewrite the tables after each finished cell."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -14,13 +14,12 @@ import methods
 from benchmark import datasets, grid, preflight
 from benchmark import report as report_mod
 from benchmark.devices import resolve_device
-from benchmark.errors import UsageError
 from benchmark.options import DEFAULT_STORAGE
 from benchmark.plan import Plan, make_plan
 from benchmark.runner import RunOptions, launch, pending_cells
 from benchmark.tracking import Tracker
+from benchmark.vae_cache import VAECache, cache_key
 from methods.vae import VAEConfig
-from methods.vae_cache import VAECache, cache_key
 
 
 def checked_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[grid.Cell]:
@@ -40,7 +39,9 @@ def checked_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[grid
 
 def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
     method_names = grid.parse_list(args.methods, methods.available(), "method")
-    dataset_names = grid.parse_list(args.datasets, list(datasets.DATASETS), "dataset")
+    dataset_names = grid.parse_list(
+        args.datasets, list(datasets.DATASETS), "dataset", datasets.DEFAULT_DATASETS
+    )
     settings = grid.parse_settings(args.settings)
     grid.check_settings(settings, method_names)
     overrides = {
@@ -126,7 +127,7 @@ def launch_tracked(
     return failures, cells
 
 
-def run(args: argparse.Namespace) -> int:
+def run_grid(args: argparse.Namespace) -> int:
     cells = checked_cells(args, cells_from_args(args))
     names = ("methods", "datasets", "labels", "seeds", "epochs", "latent_dim", "params", "settings")
     params = {name: getattr(args, name) for name in (*names, "workers", "subset")}
@@ -217,37 +218,3 @@ def exit_code(failures: list[str]) -> int:
         for line in failures:
             print(f"  {line}", file=sys.stderr)
     return 1 if failures else 0
-
-
-def report(
-    tracking_uri: str,
-    experiment: str,
-    results_dir: Path,
-    also_from: Sequence[str] = (),
-    baseline: str = report_mod.DEFAULT_BASELINE,
-    readme: str | None = None,
-) -> int:
-    """Tables from one store, or several (a colleague's, a study run apart): where two hold the
-    same cell, the latest run wins, as within one store."""
-    for uri in also_from:
-        path = uri.removeprefix("sqlite:///")
-        if uri.startswith("sqlite:///") and not Path(path).is_file():
-            raise UsageError(f"--also-from {uri}: no such SQLite file {path!r}; check the path.")
-    frames = [Tracker(uri, experiment).cell_runs("FINISHED") for uri in (tracking_uri, *also_from)]
-    frames = [f for f in frames if not f.empty]
-    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if runs.empty:
-        print(f"No FINISHED runs in experiment {experiment!r} yet; nothing to report.")
-        return 0
-    results_dir = preflight.writable_dir(results_dir, "--results-dir")
-    caption = (
-        f"Every FINISHED cell in experiment {experiment!r} ({', '.join((tracking_uri, *also_from))});"
-        " the latest run of each cell and settings counts; rows whose settings differ from the"
-        " defaults say how."
-    )
-    summary = report_mod.write_report(runs, results_dir, caption, baseline)
-    if readme:
-        report_mod.update_readme(Path(readme), results_dir)
-    print((results_dir / "summary.md").read_text())
-    print(f"wrote {results_dir}/summary.csv, summary.md and plots ({len(summary)} rows)")
-    return 0

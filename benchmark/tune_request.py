@@ -1,10 +1,10 @@
-"""The `tune` command: parsing and validating one tuning request, before anything is trained.
+"""A tuning request: `tune`'s input parsed and validated, before anything is trained.
 
 `python -m benchmark tune --method M --dataset D --labels N` runs an Optuna study over the
 method's own search space (its `search_space(trial)`, next to its defaults). Each trial is scored
 by stratified k-fold cross-validation on the labeled images of the budget alone, so the test
 files are never opened; the best parameters go to results/tuned/M-D-N-seedS.json (one per seed) for
-`run --params tuned`. The study itself lives in `benchmark.tuning`, imported only when needed.
+`run --params tuned`. The study itself lives in `benchmark.tune_study`, imported only when needed.
 """
 
 from __future__ import annotations
@@ -99,10 +99,3 @@ def request_from_args(args: argparse.Namespace) -> TuneRequest:
         study_name=name,
         base_params=base,
     )
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    request = request_from_args(args)
-    from benchmark import tuning  # optuna, MLflow and torch training: only once input is valid
-
-    return tuning.run_study(request, args)

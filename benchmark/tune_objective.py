@@ -27,9 +27,9 @@ from sklearn.model_selection import StratifiedKFold
 from benchmark.devices import seeded_generator
 from benchmark.splits import LabeledSplit
 from benchmark.tracking import Tracker
+from benchmark.vae_cache import VAECache, cache_key
 from methods.base import Method, MetricLogger, TrainData, VAEProvider
 from methods.vae import VAE, VAEConfig, negative_elbo
-from methods.vae_cache import VAECache, cache_key
 
 MONITOR_IMAGES = 2000
 MONITOR_STREAM = 104729  # own RNG stream for the slice, independent of the split's and folds'
