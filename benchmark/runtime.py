@@ -11,12 +11,13 @@ import logging
 import os
 import warnings
 
-NOISY_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.tracking")
+# schema migrations, store chatter, and two lines per cell from the system-metrics monitor
+NOISY_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.system_metrics")
 
 
 def configure() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")  # headless: workers and CI have no display
-    for name in NOISY_LOGGERS:  # schema migrations and store chatter on every open
+    for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Optuna's experimental-API and deprecation notices say nothing a user can act on here
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")

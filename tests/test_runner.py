@@ -376,11 +376,14 @@ def test_two_launchers_started_together_on_fresh_stores_run_each_cell_once(
         *grid_args(tiny_data, stores, methods="pixel-svm", **{"--seeds": "0,1,2", "--epochs": "1"}),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [
-        subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
-    errors = [p.communicate(timeout=300)[1].decode() for p in procs]
+    logs = [Path(stores["--results-dir"]).parent / f"launcher-{i}.txt" for i in range(2)]
+    procs = []
+    for log in logs:  # files, not pipes: a full pipe read after the other one would block
+        with open(log, "wb") as err:
+            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err))
+    for p in procs:
+        p.wait(timeout=300)
+    errors = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0], errors
     finished = [r.data.tags["cell_key"] for r in child_runs(stores) if r.info.status == "FINISHED"]
     assert len(finished) == len(set(finished)) == 6

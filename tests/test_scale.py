@@ -98,11 +98,16 @@ def test_two_launchers_and_six_workers_run_200_cells_once_each(
     }
     command = [sys.executable, "-m", "benchmark", "run", *flatten(options)]
     env = plugin_env(tmp_path)
-    launchers = [
-        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
-    errors = [p.communicate(timeout=900)[1].decode()[-3000:] for p in launchers]
+    logs = [tmp_path / f"launcher-{i}.txt" for i in range(2)]  # files: a full pipe would block
+    launchers = []
+    for log in logs:
+        with open(log, "wb") as err:
+            launchers.append(
+                subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            )
+    for p in launchers:
+        p.wait(timeout=900)
+    errors = [log.read_text()[-3000:] for log in logs]
     assert [p.returncode for p in launchers] == [0, 0], errors
     assert not any("Traceback" in e for e in errors), errors
 
