@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,43 +58,6 @@ class Cell:
 
 def canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True)
-
-
-def parse_list(
-    text: str, choices: Iterable[str], what: str, all_means: Iterable[str] | None = None
-) -> list[str]:
-    """'all' (the choices, or `all_means`) or a comma-separated list of checked names."""
-    choices = list(choices)
-    if text.strip() == "all":
-        return list(all_means) if all_means is not None else choices
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    for name in names:
-        if name not in choices:
-            raise UsageError(f"Unknown {what} {name!r}. Available: {', '.join(choices)}.")
-    if not names:
-        raise UsageError(f"No {what} given; use 'all' or a comma-separated list.")
-    return list(dict.fromkeys(names))
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UsageError(f"--{what} expects comma-separated integers, got {text!r}.") from None
-    if not values:
-        raise UsageError(f"--{what} is empty.")
-    return list(dict.fromkeys(values))
-
-
-def parse_settings(items: list[str]) -> dict[str, str]:
-    """`--set KEY=VALUE` pairs as text; each method parses VALUE to its parameter's type."""
-    settings: dict[str, str] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects KEY=VALUE (e.g. --set val_fraction=0), got {item!r}.")
-        settings[key.strip()] = text.strip()
-    return settings
 
 
 def check_settings(settings: Mapping[str, Any], method_names: list[str]) -> None:

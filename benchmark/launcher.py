@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import datasets, grid, preflight
+from benchmark import datasets, grid, options, preflight
 from benchmark import report as report_mod
 from benchmark.devices import resolve_device
 from benchmark.options import DEFAULT_STORAGE
@@ -38,11 +38,11 @@ def checked_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[grid
 
 
 def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
-    method_names = grid.parse_list(args.methods, methods.available(), "method")
-    dataset_names = grid.parse_list(
+    method_names = options.parse_list(args.methods, methods.available(), "method")
+    dataset_names = options.parse_list(
         args.datasets, list(datasets.DATASETS), "dataset", datasets.DEFAULT_DATASETS
     )
-    settings = grid.parse_settings(args.settings)
+    settings = options.parse_settings(args.settings)
     grid.check_settings(settings, method_names)
     overrides = {
         "vae_epochs": args.epochs,
@@ -53,8 +53,8 @@ def cells_from_args(args: argparse.Namespace) -> list[grid.Cell]:
     return grid.build_grid(
         method_names,
         dataset_names,
-        grid.parse_ints(args.labels, "labels"),
-        grid.parse_ints(args.seeds, "seeds"),
+        options.parse_ints(args.labels, "labels"),
+        options.parse_ints(args.seeds, "seeds"),
         overrides,
         args.params,
         Path(args.results_dir),

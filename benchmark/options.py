@@ -7,6 +7,9 @@ instant; the commands import their machinery only once their arguments are parse
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+
+from benchmark.errors import UsageError
 
 DATA_DIR_ENV = "BENCHMARK_DATA_DIR"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -88,3 +91,43 @@ def add_grid(parser: argparse.ArgumentParser, methods_help: str) -> None:
     )
     parser.add_argument("--force", action="store_true", help="rerun cells that already finished")
     add_common(parser)
+
+
+# Parsing the comma-separated and KEY=VALUE options into checked values (UsageError if not).
+
+
+def parse_list(
+    text: str, choices: Iterable[str], what: str, all_means: Iterable[str] | None = None
+) -> list[str]:
+    """'all' (the choices, or `all_means`) or a comma-separated list of checked names."""
+    choices = list(choices)
+    if text.strip() == "all":
+        return list(all_means) if all_means is not None else choices
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in choices:
+            raise UsageError(f"Unknown {what} {name!r}. Available: {', '.join(choices)}.")
+    if not names:
+        raise UsageError(f"No {what} given; use 'all' or a comma-separated list.")
+    return list(dict.fromkeys(names))
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--{what} expects comma-separated integers, got {text!r}.") from None
+    if not values:
+        raise UsageError(f"--{what} is empty.")
+    return list(dict.fromkeys(values))
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs as text; each method parses VALUE to its parameter's type."""
+    settings: dict[str, str] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE (e.g. --set val_fraction=0), got {item!r}.")
+        settings[key.strip()] = text.strip()
+    return settings

@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 import methods
-from benchmark import grid
+from benchmark import grid, options
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import Workspace, train_data
@@ -190,7 +190,7 @@ def _describe(args: argparse.Namespace, device: torch.device, labels: list[int])
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     _settings(args)
     device = resolve_device(args.device)
-    names = grid.parse_list(args.methods, methods.available(), "method")
+    names = options.parse_list(args.methods, methods.available(), "method")
     labels = [n for n in grid.DEFAULT_LABELS if not args.subset or n <= args.subset]
     result: dict[str, Any] = _describe(args, device, labels)
     with tempfile.TemporaryDirectory(prefix="benchmark-perf-") as tmp:

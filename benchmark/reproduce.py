@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import datasets, grid, published, stats
+from benchmark import datasets, grid, options, published, stats
 from benchmark import report as report_mod
 from benchmark.launcher import exit_code, launch_tracked
 from benchmark.tracking import Tracker
@@ -30,8 +30,8 @@ def build_cells(args: argparse.Namespace, rows: list[published.PublishedRow]) ->
     """The cells of the rows whose method is registered, in the order `run` would list them."""
     registered = set(methods.available())
     pairs = sorted({(r.dataset, r.ours) for r in rows if r.ours in registered})
-    labels = grid.parse_ints(args.labels, "labels")
-    seeds = grid.parse_ints(args.seeds, "seeds")
+    labels = options.parse_ints(args.labels, "labels")
+    seeds = options.parse_ints(args.seeds, "seeds")
     overrides = {"vae_epochs": args.epochs, "epochs": args.epochs}
     results_dir = Path(args.results_dir)
     cells: list[grid.Cell] = []
@@ -238,8 +238,8 @@ def caveats_for(args: argparse.Namespace, method: str) -> list[str]:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    names = grid.parse_list(args.methods, compared_methods(), "method")
-    dataset_names = grid.parse_list(
+    names = options.parse_list(args.methods, compared_methods(), "method")
+    dataset_names = options.parse_list(
         args.datasets, list(datasets.DATASETS), "dataset", datasets.DEFAULT_DATASETS
     )
     rows = published.rows(dataset_names, names)

@@ -43,10 +43,7 @@ class M2Method(Method):
     def artifacts(self, folder: Path) -> list[Path]:
         """Class-conditional samples: one row per class, the same z along each column, so a
         reader sees whether the decoder uses y (rows differ) or ignores it (rows alike)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # the backend is the entry point's choice (runtime.py)
 
         model = self.model_.eval()
         device = next(model.parameters()).device

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import make_fake_dataset, write_idx
 
-from benchmark import datasets
+from benchmark import datasets, options
 from benchmark.cli import main
 from benchmark.errors import DataError
 
@@ -124,15 +124,15 @@ def test_kmnist_is_opt_in_and_runs_offline_from_idx_files(
     meaning the study's MNIST + Fashion-MNIST."""
     from conftest import flatten, make_fake_dataset
 
-    from benchmark import datasets, grid
+    from benchmark import datasets
     from benchmark.cli import main
 
     make_fake_dataset(tmp_path / "data", "KMNIST")
-    assert "kmnist" not in grid.parse_list(
+    assert "kmnist" not in options.parse_list(
         "all", datasets.DATASETS, "dataset", datasets.DEFAULT_DATASETS
     )
     assert datasets.load("kmnist", tmp_path / "data", download=False).spec.class_name(1) == "ki"
-    options = {
+    run_options = {
         "--methods": "pixel-svm",
         "--datasets": "kmnist",
         "--labels": "20",
@@ -140,7 +140,7 @@ def test_kmnist_is_opt_in_and_runs_offline_from_idx_files(
         "--data-dir": str(tmp_path / "data"),
         **stores,
     }
-    assert main(["run", *flatten(options)]) == 0
+    assert main(["run", *flatten(run_options)]) == 0
     assert "## kmnist" in (Path(stores["--results-dir"]) / "summary.md").read_text()
 
 
