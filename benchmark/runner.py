@@ -163,9 +163,8 @@ def enqueue(study: optuna.Study, pending: list[Cell], force: bool) -> None:
 def _suggest_identity(trial: optuna.Trial, cell: Cell, choices: dict[str, list[str]]) -> None:
     """Record the cell's identity as the trial's parameters, so optuna-dashboard shows which
     cell each trial ran (their values were fixed when it was enqueued)."""
-    for name in ("method", "dataset"):
-        value = getattr(cell, name)
-        trial.suggest_categorical(name, choices.get(name) or [value])
+    for name in ("method", "dataset"):  # `launch` fixed the choices when it made the study
+        trial.suggest_categorical(name, choices[name])
     trial.suggest_int("n_labels", cell.n_labels, cell.n_labels)
     trial.suggest_int("seed", cell.seed, cell.seed)
 
@@ -244,16 +243,13 @@ def _log_result(
 
 def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
     """The work of one popped trial: run its cell in a new MLflow run and return its seconds."""
-    study_choices: dict[str, list[str]] = {}
 
     def objective(trial: optuna.Trial) -> float:
         if "cell" not in trial.user_attrs:  # queue emptied under us: not a grid cell
             raise optuna.TrialPruned("no cell queued")
         cell = Cell.from_json(trial.user_attrs["cell"])
         force = bool(trial.user_attrs.get("force"))
-        if not study_choices:
-            study_choices.update(trial.study.user_attrs.get("choices") or {})
-        _suggest_identity(trial, cell, study_choices)
+        _suggest_identity(trial, cell, trial.study.user_attrs["choices"])
         tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one
         if not force and tracker.has_finished(cell.key, cell.code):
             raise optuna.TrialPruned("cell already finished elsewhere")
@@ -428,9 +424,7 @@ def work(
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return
         _give_heartbeat_once(study, seen)
-        with store_lock(options.storage, QUEUE_LOCK):  # one retry per dead worker's cell
-            optuna.storages.fail_stale_trials(study)  # its cell comes back as WAITING
-        time.sleep(1.0)
+        time.sleep(1.0)  # the next _pop fails the trials gone stale: their cells come back
 
 
 def _die_with_parent() -> None:

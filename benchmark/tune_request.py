@@ -51,7 +51,9 @@ def probe_search_space(cls: type[methods.Method]) -> dict[str, Any]:
     """One sample of the method's search space from a throwaway in-memory study."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from benchmark import runtime
+
+    runtime.quiet_optuna()
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     return cls.search_space(trial)
 

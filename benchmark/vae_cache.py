@@ -145,15 +145,18 @@ class VAECache:
                 cached = self.load(key, x.device)
                 if cached is None and shared is not None and shared.fetch(key, self.path(key)):
                     cached = self.load(key, x.device)  # another machine trained it
-                    Checkpoint(self.directory / f"vae-{key}.ckpt").clear()
+                    self._checkpoint(key).clear()
                 if cached is not None:
                     return cached, True, self.path(key)
                 trained = self._train(key, x, config, seed, progress, on_epoch)
                 path = self.save(key, trained)
                 if shared is not None:  # before the lock goes: others fetch, never retrain
                     shared.publish(key, path, trained)
-                Checkpoint(self.directory / f"vae-{key}.ckpt").clear()
+                self._checkpoint(key).clear()
                 return trained, False, path
+
+    def _checkpoint(self, key: str) -> Checkpoint:
+        return Checkpoint(self.directory / f"vae-{key}.ckpt")
 
     def _train(
         self,
@@ -164,7 +167,7 @@ class VAECache:
         progress: bool,
         on_epoch: EpochCallback | None,
     ) -> TrainedVAE:
-        checkpoint = Checkpoint(self.directory / f"vae-{key}.ckpt")
+        checkpoint = self._checkpoint(key)
         try:
             return train_vae(
                 x,

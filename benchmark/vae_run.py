@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from benchmark.tracking import Tracker
+from benchmark.vae_share import published_run
 from methods.vae import VAE, TrainedVAE
 
 SAMPLE = 2000  # training images for the latent picture
@@ -119,7 +120,7 @@ def log_vae_run(
     config = trained.model.config
     name = f"VAE {dataset} seed={seed} z={config.latent_dim}"
     tags = {"dataset": dataset, "seed": str(seed), "data_fingerprint": fingerprint}
-    run_id = tracker.find_run({"kind": "vae", "vae_cache_key": key})
+    run_id = published_run(tracker, key)
     published = run_id is not None
     if run_id is None:
         run_id = tracker.start_run(name, {"kind": "vae", "vae_cache_key": key, **tags}, parent_id)

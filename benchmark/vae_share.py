@@ -25,6 +25,13 @@ from methods.vae import TrainedVAE
 ARTIFACT_FOLDER = "cache"
 
 
+def published_run(tracker: Tracker, key: str) -> str | None:
+    """The FINISHED VAE run that published KEY's cache file, if any."""
+    return tracker.find_run(
+        {"kind": "vae", "vae_cache_key": key, "vae_published": "true"}, status="FINISHED"
+    )
+
+
 class SharedVAEs:
     """The `benchmark.vae_cache.SharedStore` of a grid: its tracking store, its queue's locks."""
 
@@ -36,14 +43,8 @@ class SharedVAEs:
         with store_lock(self.lock_url, f"vae-{key}"):
             yield
 
-    def run_of(self, key: str) -> str | None:
-        """The FINISHED VAE run that published KEY's cache file, if any."""
-        return self.tracker.find_run(
-            {"kind": "vae", "vae_cache_key": key, "vae_published": "true"}, status="FINISHED"
-        )
-
     def fetch(self, key: str, destination: Path) -> bool:
-        run_id = self.run_of(key)
+        run_id = published_run(self.tracker, key)
         if run_id is None:
             return False
         with tempfile.TemporaryDirectory() as tmp:
