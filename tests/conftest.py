@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,17 @@ def stores(tmp_path: Path) -> dict[str, str]:
 
 def flatten(options: dict[str, str]) -> list[str]:
     return [part for item in options.items() for part in item]
+
+
+def launch_together(
+    command: list[str], env: dict[str, str], folder: Path, n: int = 2, timeout: float = 300
+) -> tuple[list[int], list[str]]:
+    """Start N copies of COMMAND at the same instant; their exit codes and stderr. Stderr goes to
+    files: a pipe read only after the other process's would fill and block their workers."""
+    logs = [folder / f"launcher-{i}.txt" for i in range(n)]
+    procs = []
+    for log in logs:
+        with open(log, "wb") as err:
+            procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err))
+    codes = [p.wait(timeout=timeout) for p in procs]
+    return codes, [log.read_text() for log in logs]

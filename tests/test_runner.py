@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, flatten
+from conftest import REPO, flatten, launch_together
 from mlflow.tracking import MlflowClient
 
 from benchmark import stats
@@ -376,14 +376,7 @@ def test_two_launchers_started_together_on_fresh_stores_run_each_cell_once(
         *grid_args(tiny_data, stores, methods="pixel-svm", **{"--seeds": "0,1,2", "--epochs": "1"}),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    logs = [Path(stores["--results-dir"]).parent / f"launcher-{i}.txt" for i in range(2)]
-    procs = []
-    for log in logs:  # files, not pipes: a full pipe read after the other one would block
-        with open(log, "wb") as err:
-            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err))
-    for p in procs:
-        p.wait(timeout=300)
-    errors = [log.read_text() for log in logs]
-    assert [p.returncode for p in procs] == [0, 0], errors
+    codes, errors = launch_together(args, env, Path(stores["--results-dir"]).parent)
+    assert codes == [0, 0], errors
     finished = [r.data.tags["cell_key"] for r in child_runs(stores) if r.info.status == "FINISHED"]
     assert len(finished) == len(set(finished)) == 6

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, flatten
+from conftest import REPO, flatten, launch_together
 from mlflow.tracking import MlflowClient
 from servers import mlflow_server, postgres
 
@@ -98,17 +98,8 @@ def test_two_launchers_and_six_workers_run_200_cells_once_each(
     }
     command = [sys.executable, "-m", "benchmark", "run", *flatten(options)]
     env = plugin_env(tmp_path)
-    logs = [tmp_path / f"launcher-{i}.txt" for i in range(2)]  # files: a full pipe would block
-    launchers = []
-    for log in logs:
-        with open(log, "wb") as err:
-            launchers.append(
-                subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-            )
-    for p in launchers:
-        p.wait(timeout=900)
-    errors = [log.read_text()[-3000:] for log in logs]
-    assert [p.returncode for p in launchers] == [0, 0], errors
+    codes, errors = launch_together(command, env, tmp_path, timeout=900)
+    assert codes == [0, 0], [e[-3000:] for e in errors]
     assert not any("Traceback" in e for e in errors), errors
 
     client = MlflowClient(stores["--tracking-uri"])
