@@ -253,6 +253,7 @@ def train_m2(
     seed: int,
     *,
     held_out: torch.Tensor | None = None,
+    spread: torch.Tensor | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     desc: str = "M2",
@@ -260,6 +261,10 @@ def train_m2(
 ) -> M2:
     """Train M2 on the rows of `x` (on the device): `labeled` rows carry `y_labeled`, the others
     are unlabeled, except `held_out` rows (a validation slice), which are not trained on at all.
+
+    With `spread` (one standard deviation per entry of `x`), every step trains on a fresh draw
+    x + spread · ε instead of x itself: M1+M2 in Kingma's code feeds M2 samples of q(z1 | x),
+    not their means, so 100 labels become a cloud of plausible encodings rather than 100 points.
     """
     device = x.device
     generator = seeded_generator(seed, device)
@@ -278,6 +283,12 @@ def train_m2(
 
     terms: dict[str, float] = {}  # this epoch's mean loss terms, for the callback
 
+    def rows(idx: torch.Tensor) -> torch.Tensor:
+        if spread is None:
+            return x[idx]
+        eps = torch.randn((len(idx), x.shape[1]), generator=generator, device=device)
+        return x[idx] + spread[idx] * eps
+
     def run_epoch(epoch: int) -> float:
         order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
         stream = _labeled_stream(len(labeled), n_steps * lb, generator, device)
@@ -286,8 +297,8 @@ def train_m2(
         for step in range(n_steps):
             idx_u = order[step * config.batch_size : (step + 1) * config.batch_size]
             idx_l = stream[step * lb : (step + 1) * lb]
-            x_l, y_l = x[labeled[idx_l]], y_labeled[idx_l]
-            loss = batch_loss(model, x[idx_u], x_l, y_l, generator, sums)
+            x_l, y_l = rows(labeled[idx_l]), y_labeled[idx_l]
+            loss = batch_loss(model, rows(idx_u), x_l, y_l, generator, sums)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -316,10 +327,17 @@ def train_m2(
     return model
 
 
-def fit_m2(features: torch.Tensor, data: TrainData, params: dict[str, Any], likelihood: str) -> M2:
+def fit_m2(
+    features: torch.Tensor,
+    data: TrainData,
+    params: dict[str, Any],
+    likelihood: str,
+    spread: torch.Tensor | None = None,
+) -> M2:
     """Hold out a validation slice of the labels, train M2, and log its curves.
 
-    `features` has one row per training image (pixels or M1 features) on `data.device`.
+    `features` has one row per training image (pixels or M1 features) on `data.device`;
+    `spread`, if given, is the standard deviation each step's features are drawn with.
     """
     holdout = split_labeled(data.y_labeled, float(params["val_fraction"]), data.seed)
     if "kingma_alpha" in params:  # Kingma's rule: the labels weigh as much whatever their number
@@ -359,6 +377,7 @@ def fit_m2(features: torch.Tensor, data: TrainData, params: dict[str, Any], like
         config,
         data.seed,
         held_out=labeled[val_pos],
+        spread=spread,
         on_epoch=log_epoch,
         progress=data.progress,
         checkpoint=data.checkpoint("m2.pt"),

@@ -1,8 +1,12 @@
-"""M1+M2 (Kingma et al. 2014): M2 trained on the shared M1 VAE's latent means.
+"""M1+M2 (Kingma et al. 2014): M2 trained on samples of the shared M1 VAE's q(z1 | x).
 
 The M1 VAE (trained on all images, no labels) turns pixels into features on which classes
 separate more easily; M2 then models those features with a Gaussian likelihood, using the
-unlabeled images the same way as on pixels. Only the VAE's active units (Burda et al. 2015:
+unlabeled images the same way as on pixels. As in Kingma's code (`learn_yz_x_ss.py`), every
+training step draws each image's features afresh from q(z1 | x) = N(mu, sigma²), labeled and
+unlabeled alike, and prediction uses the means: with 100 labels, the classifier then learns
+from a neighbourhood of each labeled encoding instead of 100 points it fits at once.
+`sample_features=false` trains on the means (this harness's M1+M2 before that port). Only the VAE's active units (Burda et al. 2015:
 variance of the latent mean over the training images > 0.01) are kept, then standardised: a
 50-dimensional VAE typically leaves most units collapsed (std ~0.05), and standardising those
 would turn them into unit-scale noise that M2 then spends its likelihood on. Kingma used a
@@ -24,6 +28,19 @@ from methods.base import VAE_DEFAULTS, Method, TrainData, vae_config_from
 ACTIVE_VARIANCE = 0.01
 
 
+def _posterior_sigma(vae: Any, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """sigma(x) of the VAE's q(z | x) for each row (here, not in `methods.vae`: editing that
+    module changes every cached VAE's key)."""
+    vae.eval()
+    device = next(vae.parameters()).device
+    with torch.no_grad():
+        parts = [
+            vae.encode(torch.tensor(x[i : i + batch_size], device=device))[1].cpu().numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+    return np.exp(0.5 * np.concatenate(parts))
+
+
 class M1M2(Method):
     name = "m1-m2"
     description = "Kingma's M1+M2: M2 with a Gaussian likelihood on the shared VAE's latent means"
@@ -36,6 +53,7 @@ class M1M2(Method):
         "latent_dim": 50,
         **{k: v for k, v in M2_DEFAULTS.items() if k != "alpha"},
         "kingma_alpha": 0.1,
+        "sample_features": True,
     }
 
     @classmethod
@@ -64,7 +82,11 @@ class M1M2(Method):
         self.mean_ = z[:, self.active_].mean(axis=0)
         self.std_ = np.sqrt(variance[self.active_]) + 1e-6
         features = torch.from_numpy(self._features(data.x)).to(data.device)
-        self.model_ = fit_m2(features, data, self.params, likelihood="gaussian")
+        spread = None
+        if self.params["sample_features"]:  # sigma in the standardised units of the features
+            sigma = _posterior_sigma(self.vae_, data.x)[:, self.active_] / self.std_
+            spread = torch.from_numpy(sigma.astype(np.float32)).to(data.device)
+        self.model_ = fit_m2(features, data, self.params, likelihood="gaussian", spread=spread)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.model_, self._features(x))
