@@ -443,7 +443,10 @@ def _worker_main(options: RunOptions, name: str) -> None:
     runtime.configure()
     signal.signal(signal.SIGTERM, _interrupt)
     torch.set_num_threads(1)
-    work(options, name)
+    try:
+        work(options, name)
+    except KeyboardInterrupt:  # stopped by the launcher (or Ctrl-C): the cell's run is closed
+        sys.exit(130)  # already; the launcher tells the user what to do, not a traceback
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -22,6 +22,10 @@ def configure() -> None:
     # Optuna's experimental-API and deprecation notices say nothing a user can act on here
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    # ... and its ExperimentalWarning is often attributed to the caller (our runner), not optuna
+    warnings.filterwarnings(
+        "ignore", message=r".* is experimental \(supported from|Argument ``\w+`` is an experimental"
+    )
 
 
 def quiet_optuna() -> None:
