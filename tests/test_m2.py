@@ -17,8 +17,10 @@ from torch.nn import functional as F
 
 import methods
 from benchmark import datasets
-from methods._m2core import M2, M2Config, batch_loss
+from methods import _m2core, m1_m2
+from methods._m2core import M2, M2Config, batch_loss, train_m2
 from methods.base import TrainData
+from methods.vae import VAEConfig, train_vae
 
 
 def _direct_loss(model: M2, x_u, x_l, y_l, seed: int) -> torch.Tensor:
@@ -97,3 +99,60 @@ def test_m2_draws_class_conditional_samples_for_its_run(tmp_path: Path) -> None:
     m2.fit(data)
     (path,) = m2.artifacts(tmp_path)
     assert path.name == "m2_class_samples.png" and path.stat().st_size > 1000
+
+
+def _spy_on_batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """Record the unlabeled and labeled features every training step receives."""
+    seen: list[torch.Tensor] = []
+
+    def spy(model, x_u, x_l, *rest, **kw):
+        seen.extend([x_u.detach().clone(), x_l.detach().clone()])
+        return batch_loss(model, x_u, x_l, *rest, **kw)
+
+    monkeypatch.setattr(_m2core, "batch_loss", spy)
+    return seen
+
+
+@pytest.mark.parametrize("sigma", [None, 0.5])
+def test_train_m2_trains_on_fresh_draws_when_given_a_spread(
+    sigma: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kingma's M1+M2 feeds M2 samples of q(z1|x): the rows a step sees are x + spread · ε."""
+    seen = _spy_on_batches(monkeypatch)
+    x = torch.zeros(300, 3)
+    spread = None if sigma is None else torch.full_like(x, sigma)
+    config = M2Config(z_dim=2, hidden=8, epochs=1, batch_size=50, likelihood="gaussian")
+    labeled, y = torch.arange(10), torch.arange(10) % 2
+    train_m2(x, labeled, y, 2, config, seed=0, spread=spread, progress=False)
+    rows = torch.cat(seen)
+    if sigma is None:
+        assert torch.count_nonzero(rows) == 0
+    else:
+        assert abs(float(rows.std()) - sigma) < 0.05 and abs(float(rows.mean())) < 0.05
+
+
+def test_m1_m2_samples_the_vae_posterior_in_its_feature_units(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spread handed to M2 is sigma(x) of q(z|x) over the same active units and in the same
+    standardised units as the features; `sample_features=false` trains on the means."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((120, 16)) < 0.3).astype(np.float32)
+    config = VAEConfig(latent_dim=3, hidden=(8,), epochs=2, batch_size=32)
+    vae = train_vae(torch.from_numpy(x), config, 0, progress=False).model
+    handed: list[torch.Tensor | None] = []
+    monkeypatch.setattr(
+        m1_m2,
+        "fit_m2",
+        lambda features, data, params, likelihood, spread=None: handed.append(spread),
+    )
+    data = TrainData(x, np.arange(10), np.arange(10) % 2, n_classes=2, seed=0, vae=lambda c: vae)
+    small = {"latent_dim": 3, "vae_hidden": "8", "vae_epochs": 2, "vae_batch_size": 32}
+    method = methods.get("m1-m2")(**small)
+    method.fit(data)
+    with torch.no_grad():
+        logvar = vae.encode(torch.from_numpy(x))[1].numpy()[:, method.active_]
+    expected = np.exp(0.5 * logvar) / method.std_
+    np.testing.assert_allclose(handed[0].numpy(), expected, rtol=1e-4)
+    methods.get("m1-m2")(**small, sample_features=False).fit(data)
+    assert handed[1] is None
