@@ -17,15 +17,30 @@ IDENTITY = ["method", "dataset", "n_labels", "seed", "settings"]
 
 
 def settings_of(method: str, params: dict[str, str], param_source: str = "") -> str:
-    """What a run's logged parameters change from the method's current defaults (for runs
-    logged before the `settings` tag existed)."""
+    """What a run's logged parameters change from the method's current defaults, including
+    parameters the method has gained since the run was made (it could not log them)."""
     try:
         cls = methods.get(method)
-        logged = cls(**{k: v for k, v in params.items() if k in cls.defaults}).params
+        known = {k: v for k, v in params.items() if k in cls.defaults}
+        logged = cls(**known).params
     except UsageError:
         return "unknown (a method or parameter that no longer exists)"
     subset = int(params.get("subset", 0) or 0)
-    return settings_label(method, logged, subset, param_source.startswith("tuned"))
+    label = settings_label(method, logged, subset, param_source.startswith("tuned"))
+    unlogged = [f"{k} not logged" for k in sorted(cls.defaults) if k not in known]
+    if not unlogged:
+        return label
+    return ", ".join(([] if label == "defaults" else [label]) + unlogged)
+
+
+def _current_settings(method: str, tag: object, params: dict[str, str] | None) -> str:
+    """A run's `settings` tag says what differed from the defaults of its day; defaults move
+    (`m2`'s val_fraction did), so an untuned run is labelled again from its logged parameters
+    and a row called "defaults" only holds runs made with today's defaults."""
+    tag = tag if isinstance(tag, str) and tag else ""
+    if params and "tuned" not in tag:
+        return settings_of(method, params)
+    return tag or settings_of(method, params or {})
 
 
 def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +49,7 @@ def with_settings(runs: pd.DataFrame) -> pd.DataFrame:
     settings = runs["settings"] if "settings" in runs else pd.Series([None] * len(runs))
     params = runs["params"] if "params" in runs else pd.Series([{}] * len(runs))
     filled = [
-        s if isinstance(s, str) and s else settings_of(m, p or {})
+        _current_settings(m, s, p if isinstance(p, dict) else None)
         for s, m, p in zip(settings, runs["method"], params)
     ]
     runs = runs.assign(settings=filled)

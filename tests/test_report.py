@@ -115,3 +115,29 @@ def test_readme_block_is_regenerated_from_the_tables(tmp_path) -> None:
     text = readme.read_text()
     assert "old table" not in text and "made by a test" in text and text.endswith("rest\n")
     assert "### mnist" in text and "![accuracy_vs_labels](results/accuracy_vs_labels.png)" in text
+
+
+def test_a_run_made_under_older_defaults_is_not_filed_under_todays() -> None:
+    """Its `settings` tag said "defaults" when it ran; the defaults have moved since (m2's
+    val_fraction, m1-m2's sample_features), so its row must say how it differs."""
+    import methods
+
+    def run(method: str, seed: int, **changed: str) -> dict:
+        params = {k: str(v) for k, v in methods.get(method).defaults.items()}
+        params.update(changed)
+        params = {k: v for k, v in params.items() if v != "<absent>"}
+        return {**runs({method: [80.0]})[0], "seed": seed, "params": params}
+
+    table = summarize(
+        pd.DataFrame(
+            [run("m2", 0), run("m2", 1, val_fraction="0.5")]
+            + [run("m1-m2", 0, sample_features="<absent>")]
+            + runs({"pixel-svm": BASE[:2]})
+        )
+    )
+    assert set(table["method"]) == {
+        "m2",
+        "m2 [val_fraction=0.5]",
+        "m1-m2 [sample_features not logged]",
+        "pixel-svm",
+    }
