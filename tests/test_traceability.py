@@ -73,7 +73,10 @@ def test_runs_of_other_settings_are_rows_of_their_own_never_replacements() -> No
 
 def test_runs_without_a_settings_tag_are_classified_from_their_params() -> None:
     old = _run("pixel-svm", 0, 0.5, 1, None)
-    old_other = {**_run("pixel-svm", 0, 0.3, 2, None), "params": {"C": "2.0", "gamma": "scale", "subset": "0"}}
+    old_other = {
+        **_run("pixel-svm", 0, 0.3, 2, None),
+        "params": {"C": "2.0", "gamma": "scale", "subset": "0"},
+    }
     summary = report.summarize(pd.DataFrame([old, old_other]))
     assert sorted(summary["method"]) == ["pixel-svm", "pixel-svm [C=2.0]"]
 
