@@ -337,7 +337,8 @@ def fit_m2(
     likelihood: str,
     spread: torch.Tensor | None = None,
 ) -> M2:
-    """Hold out a validation slice of the labels, train M2, and log its curves.
+    """Hold out a validation slice of the labels (if `val_fraction` > 0), train M2, and log
+    its curves.
 
     `features` has one row per training image (pixels or M1 features) on `data.device`;
     `spread`, if given, is the standard deviation each step's features are drawn with.

@@ -6,12 +6,13 @@ unlabeled images the same way as on pixels. As in Kingma's code (`learn_yz_x_ss.
 training step draws each image's features afresh from q(z1 | x) = N(mu, sigma²), labeled and
 unlabeled alike, and prediction uses the means: with 100 labels, the classifier then learns
 from a neighbourhood of each labeled encoding instead of 100 points it fits at once.
-`sample_features=false` trains on the means (this harness's M1+M2 before that port). Only the VAE's active units (Burda et al. 2015:
-variance of the latent mean over the training images > 0.01) are kept, then standardised: a
-50-dimensional VAE typically leaves most units collapsed (std ~0.05), and standardising those
-would turn them into unit-scale noise that M2 then spends its likelihood on. Kingma used a
-50-dimensional M1, so this method asks the cache for its own latent size: one more VAE to train
-per dataset and seed, shared by all label budgets.
+`sample_features=false` trains on the means (this harness's M1+M2 before that port).
+
+Only the VAE's active units (Burda et al. 2015: variance of the latent mean over the training
+images > 0.01) are kept, then standardised: a 50-dimensional VAE typically leaves most units
+collapsed (std ~0.05), and standardising those would turn them into unit-scale noise that M2
+then spends its likelihood on. Kingma used a 50-dimensional M1, so this method asks the cache
+for its own latent size: one more VAE to train per dataset and seed, shared by all budgets.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _posterior_sigma(vae: Any, x: np.ndarray, batch_size: int = 4096) -> np.ndar
 
 class M1M2(Method):
     name = "m1-m2"
-    description = "Kingma's M1+M2: M2 with a Gaussian likelihood on the shared VAE's latent means"
+    description = (
+        "Kingma's M1+M2: M2 with a Gaussian likelihood on draws of the shared VAE's q(z|x)"
+    )
     uses_vae = True
     # Kingma's M1+M2 settings where published (M1 latent 50, M2 hidden 500 and z 50, alpha 0.1
     # so a labeled image's cross-entropy weighs 0.1 * N_total / N_labeled: 60 at 100 labels, 2
