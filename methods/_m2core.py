@@ -1,7 +1,10 @@
 """M2 of Kingma et al. 2014, shared by `m2` (on pixels) and `m1-m2` (on M1 latent features).
 
 Model: p(y) = uniform over the classes; p(z) = N(0, I); p(x | y, z) = Bernoulli(sigmoid(f(y, z)))
-for pixels, or N(f(y, z), diag σ²) with a learned per-feature σ for real-valued features.
+for pixels, or for real-valued features N(f(y, z), diag σ²) with either one learned σ per
+feature ("gaussian") or σ(y, z) predicted by the decoder beside its mean ("gaussian-per-image",
+as Kingma's VAE_YZ_X for M1+M2: a feature the class explains can then be tight for one class and
+loose for another, where a shared σ must fit the loosest).
 Inference: q(y | x) = Cat(softmax(g(x))), the classifier; q(z | x, y) = N(mu(x, y), diag σ²(x, y)).
 Every network has one Softplus hidden layer, as in Pyro's SS-VAE tutorial, batch-normalised
 before the activation, as in a public Chainer M2 that reports 90.2 % at 100 labels: without it
@@ -40,7 +43,7 @@ from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
 from methods.training import Checkpoint, Loop, run_loop
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-per-image")
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,10 @@ class M2(nn.Module):
         self.enc_x, self.enc_y = nn.Linear(n_inputs, h), nn.Linear(n_classes, h, bias=False)
         self.enc_out = nn.Linear(h, 2 * z)
         self.dec_z, self.dec_y = nn.Linear(z, h), nn.Linear(n_classes, h, bias=False)
-        self.dec_out = nn.Linear(h, n_inputs)
+        per_image = config.likelihood == "gaussian-per-image"
+        self.dec_out = nn.Linear(h, 2 * n_inputs if per_image else n_inputs)
         self.enc_norm, self.dec_norm = nn.BatchNorm1d(h), nn.BatchNorm1d(h)
-        self.x_logvar = nn.Parameter(torch.zeros(n_inputs))  # used by the Gaussian likelihood
+        self.x_logvar = nn.Parameter(torch.zeros(n_inputs))  # the "gaussian" likelihood's σ²
 
     def init_weights(self, generator: torch.Generator) -> None:
         for module in self.modules():
@@ -149,6 +153,8 @@ class M2(nn.Module):
                 nn.init.xavier_uniform_(module.weight, generator=generator)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if self.config.likelihood == "gaussian-per-image":  # start at σ = 1, as "gaussian" does
+            nn.init.zeros_(self.dec_out.weight[self.dec_out.out_features // 2 :])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of q(y | x)."""
@@ -158,8 +164,16 @@ class M2(nn.Module):
     def decode(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """p(x | y, z)'s mean (Bernoulli) or location (Gaussian), one row per (z, class)."""
         a = self.dec_z(z) + self.dec_y.weight.T[classes]
-        out = self.dec_out(F.softplus(self.dec_norm(a)))
+        out = self._split(self.dec_out(F.softplus(self.dec_norm(a))))[0]
         return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
+    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's output as (location or logits, log σ²): σ² is the shared per-feature
+        parameter unless the decoder predicts it per image."""
+        if self.config.likelihood == "gaussian-per-image":
+            mean, logvar = out.chunk(2, dim=-1)
+            return mean, logvar
+        return out, self.x_logvar
 
     def _class_rows(self, layer: nn.Linear, classes: torch.Tensor | None) -> torch.Tensor:
         """one-hot(y) @ W.T without the one-hot: [B, K, h], or [1, C, h] for every class."""
@@ -183,12 +197,12 @@ class M2(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)
         a = self.dec_z(z) + self._class_rows(self.dec_y, classes)
-        out = self.dec_out(F.softplus(self._normed(self.dec_norm, a)))
+        out, x_logvar = self._split(self.dec_out(F.softplus(self._normed(self.dec_norm, a))))
         xb = x[:, None, :]
         if self.config.likelihood == "bernoulli":
             nll = (F.softplus(out) - out * xb).sum(-1)  # BCE with logits, broadcast over K
         else:
-            nll = 0.5 * (((xb - out) ** 2) * torch.exp(-self.x_logvar) + self.x_logvar).sum(-1)
+            nll = 0.5 * (((xb - out) ** 2) * torch.exp(-x_logvar) + x_logvar).sum(-1)
             nll = nll + 0.5 * x.shape[1] * math.log(2 * math.pi)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
         return nll + kl + math.log(self.n_classes)  # -log p(y), uniform prior

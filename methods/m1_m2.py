@@ -25,6 +25,7 @@ import torch
 from methods._holdout import predict_classes
 from methods._m2core import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
 from methods.base import VAE_DEFAULTS, Method, TrainData, vae_config_from
+from methods.params import Rule
 
 ACTIVE_VARIANCE = 0.01
 
@@ -57,7 +58,12 @@ class M1M2(Method):
         **{k: v for k, v in M2_DEFAULTS.items() if k != "alpha"},
         "kingma_alpha": 0.1,
         "sample_features": True,
+        # σ of p(z1 | y, z2): predicted per image by the decoder, as in Kingma's VAE_YZ_X
+        # ("per-image"), or one learned value per feature ("shared", this harness's M1+M2
+        # before that port)
+        "decoder_variance": "per-image",
     }
+    rules = {"decoder_variance": Rule(choices=("per-image", "shared"))}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -92,7 +98,9 @@ class M1M2(Method):
         if self.params["sample_features"]:  # sigma in the standardised units of the features
             sigma = _posterior_sigma(self.vae_, data.x)[:, self.active_] / self.std_
             spread = torch.from_numpy(sigma.astype(np.float32)).to(data.device)
-        self.model_ = fit_m2(features, data, self.params, likelihood="gaussian", spread=spread)
+        per_image = self.params["decoder_variance"] == "per-image"
+        likelihood = "gaussian-per-image" if per_image else "gaussian"
+        self.model_ = fit_m2(features, data, self.params, likelihood=likelihood, spread=spread)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.model_, self._features(x))

@@ -40,7 +40,7 @@ def _direct_loss(model: M2, x_u, x_l, y_l, seed: int) -> torch.Tensor:
     return (labeled + model.config.alpha * ce).mean() + u.mean()
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-per-image"])
 def test_batch_loss_matches_a_direct_per_class_loop(likelihood: str) -> None:
     torch.manual_seed(0)
     config = M2Config(z_dim=3, hidden=8, alpha=7.0, likelihood=likelihood)
@@ -53,6 +53,39 @@ def test_batch_loss_matches_a_direct_per_class_loop(likelihood: str) -> None:
     # the direct loop draws the same noise: labeled rows first, then the unlabeled x classes
     slow = _direct_loss(model, x_u, x_l, y_l, 1)
     assert math.isclose(float(fast.detach()), float(slow.detach()), rel_tol=1e-5)
+
+
+def test_a_per_image_decoder_variance_is_read_from_the_decoder() -> None:
+    """Kingma's M1+M2 decoder predicts σ(y, z) beside its mean: with that head held at a constant
+    log σ² it must give exactly the shared-σ model's loss, and with a varying head it must not."""
+    shared = M2(6, 3, M2Config(z_dim=2, hidden=8, likelihood="gaussian"))
+    per_image = M2(6, 3, M2Config(z_dim=2, hidden=8, likelihood="gaussian-per-image"))
+    shared.init_weights(torch.Generator().manual_seed(0))
+    per_image.init_weights(torch.Generator().manual_seed(1))
+    state = shared.state_dict()
+    with torch.no_grad():
+        shared.x_logvar.fill_(math.log(4.0))
+        for name, value in per_image.state_dict().items():
+            if name.startswith("dec_out"):
+                value[:6] = state[name]  # same location head
+                value[6:] = 0.0
+            else:
+                value.copy_(state[name])
+        per_image.dec_out.bias[6:] = math.log(4.0)
+    shared.eval(), per_image.eval()
+    x = torch.rand(4, 6)
+
+    def loss(model: M2) -> torch.Tensor:
+        return model.neg_elbo(x, None, torch.Generator().manual_seed(2))
+
+    torch.testing.assert_close(loss(per_image), loss(shared))
+    with torch.no_grad():
+        per_image.dec_out.weight[6:] = 0.5
+    assert not torch.allclose(loss(per_image), loss(shared))
+
+
+def test_m1_m2_uses_kingmas_per_image_decoder_variance_by_default() -> None:
+    assert methods.get("m1-m2")().params["decoder_variance"] == "per-image"
 
 
 def _mnist_task(real_data: Path, n: int, per_class: int):
