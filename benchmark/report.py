@@ -18,16 +18,18 @@ IDENTITY = ["method", "dataset", "n_labels", "seed", "settings"]
 
 def settings_of(method: str, params: dict[str, str], param_source: str = "") -> str:
     """What a run's logged parameters change from the method's current defaults, including
-    parameters the method has gained since the run was made (it could not log them)."""
+    parameters the method has gained since the run was made: at their `former_values` (what
+    the method did before them) where it declares one, else named as not logged."""
     try:
         cls = methods.get(method)
         known = {k: v for k, v in params.items() if k in cls.defaults}
-        logged = cls(**known).params
+        former = {k: v for k, v in cls.former_values.items() if k not in known}
+        logged = cls(**known, **former).params
     except UsageError:
         return "unknown (a method or parameter that no longer exists)"
     subset = int(params.get("subset", 0) or 0)
     label = settings_label(method, logged, subset, param_source.startswith("tuned"))
-    unlogged = [f"{k} not logged" for k in sorted(cls.defaults) if k not in known]
+    unlogged = [f"{k} not logged" for k in sorted(cls.defaults) if k not in {**known, **former}]
     if not unlogged:
         return label
     return ", ".join(([] if label == "defaults" else [label]) + unlogged)

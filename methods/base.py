@@ -81,6 +81,9 @@ class Method(ABC):
     # Ranges and choices beyond each default's type (methods.params.COMMON_RULES covers the
     # usual names); a value outside them is refused before any data is loaded.
     rules: ClassVar[Mapping[str, Rule]] = {}
+    # For a parameter added after runs were made: the value that does what the method did
+    # before it existed, so the report can say how those runs differ instead of "not logged".
+    former_values: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

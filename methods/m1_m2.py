@@ -64,6 +64,7 @@ class M1M2(Method):
         "decoder_variance": "per-image",
     }
     rules = {"decoder_variance": Rule(choices=("per-image", "shared"))}
+    former_values = {"sample_features": False, "decoder_variance": "shared"}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -73,6 +74,9 @@ class M1M2(Method):
             # draws or means: a choice the test set must not make (it favoured means on
             # Fashion-MNIST), so CV inside the budget may
             "sample_features": trial.suggest_categorical("sample_features", [True, False]),
+            "decoder_variance": trial.suggest_categorical(
+                "decoder_variance", ["per-image", "shared"]
+            ),
         }
 
     @classmethod

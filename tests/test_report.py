@@ -130,14 +130,16 @@ def test_a_run_made_under_older_defaults_is_not_filed_under_todays() -> None:
 
     table = summarize(
         pd.DataFrame(
-            [run("m2", 0), run("m2", 1, val_fraction="0.5")]
-            + [run("m1-m2", 0, sample_features="<absent>")]
+            [run("m2", 0), run("m2", 1, val_fraction="0.5"), run("m2", 2, alpha="<absent>")]
+            + [run("m1-m2", 0, sample_features="<absent>", decoder_variance="<absent>")]
             + runs({"pixel-svm": BASE[:2]})
         )
     )
     assert set(table["method"]) == {
         "m2",
         "m2 [val_fraction=0.5]",
-        "m1-m2 [sample_features not logged]",
+        "m2 [alpha not logged]",
+        # m1-m2 trained on means with a shared decoder sigma before these parameters existed
+        "m1-m2 [decoder_variance=shared, sample_features=False]",
         "pixel-svm",
     }
