@@ -208,6 +208,17 @@ class M2(nn.Module):
         return nll + kl + math.log(self.n_classes)  # -log p(y), uniform prior
 
 
+@torch.no_grad()
+def decoder_accuracy(model: M2, x: torch.Tensor, y: torch.Tensor, seed: int) -> float:
+    """How often argmin_y L(x, y) is the true class: whether p(x | y, z) uses y at all. If it
+    does not, the unlabeled term has nothing to teach the classifier, whatever its weight.
+    One draw of z from its own generator, so the training run's noise is left untouched."""
+    if len(y) == 0:
+        return float("nan")
+    generator = seeded_generator(seed, x.device)
+    return float((model.neg_elbo(x, None, generator).argmin(dim=1) == y).float().mean())
+
+
 def batch_loss(
     model: M2,
     x_u: torch.Tensor,
@@ -384,6 +395,7 @@ def fit_m2(
         for name, value in terms.items():
             data.log_metric(f"m2_{name}_loss", value, epoch)
         data.log_metric("labeled_accuracy", accuracy(model, x_fit, y_fit), epoch)
+        data.log_metric("decoder_labeled_accuracy", decoder_accuracy(model, x_fit, y_fit, 0), epoch)
         if len(val_pos):
             data.log_metric("val_accuracy", accuracy(model, x_val, y_val), epoch)
 

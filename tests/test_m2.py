@@ -189,3 +189,31 @@ def test_m1_m2_samples_the_vae_posterior_in_its_feature_units(
     np.testing.assert_allclose(handed[0].numpy(), expected, rtol=1e-4)
     methods.get("m1-m2")(**small, sample_features=False).fit(data)
     assert handed[1] is None
+
+
+def test_each_epoch_logs_whether_the_decoder_uses_the_class() -> None:
+    """argmin_y L(x, y) on the labeled images, per epoch: the curve that shows an M2 whose
+    decoder ignores y (then the unlabeled images cannot teach the classifier anything)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(400) % 2
+    x = (rng.normal(size=(400, 6)) + 3.0 * (2 * y[:, None] - 1)).astype(np.float32)
+    curves: dict[str, list[float]] = {}
+    labeled = np.arange(20)
+    data = TrainData(
+        x=x,
+        labeled=labeled,
+        y_labeled=y[labeled],
+        n_classes=2,
+        seed=0,
+        log_metric=lambda k, v, s: curves.setdefault(k, []).append(v),
+    )
+    params = {**_m2core.M2_DEFAULTS, "hidden": 16, "z_dim": 2, "epochs": 10, "batch_size": 50}
+    _m2core.fit_m2(torch.from_numpy(x), data, params, likelihood="gaussian")
+    curve = curves["decoder_labeled_accuracy"]
+    assert len(curve) == 10 and min(curve[-3:]) >= 0.85, curve
+    # the decoder of an untrained model has no reason to prefer the true class
+    model = M2(6, 2, M2Config(z_dim=2, hidden=16, likelihood="gaussian"))
+    model.init_weights(torch.Generator().manual_seed(0))
+    model.eval()
+    x_l, y_l = torch.from_numpy(x[:200]), torch.from_numpy(y[:200])
+    assert 0.2 <= _m2core.decoder_accuracy(model, x_l, y_l, 0) <= 0.8
