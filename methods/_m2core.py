@@ -384,6 +384,11 @@ def fit_m2(
     clock = [time.perf_counter()]
 
     x_fit, y_fit = features[labeled[train_pos]], y[train_pos]
+    # A fixed probe of unlabeled images (no labels read): does the decoder's class agree with
+    # the classifier's? Near chance means p(x|y,z) cannot steer q(y|x) on unlabeled data.
+    is_labeled = torch.zeros(len(features), dtype=torch.bool, device=device)
+    is_labeled[labeled] = True
+    x_probe = features[torch.nonzero(~is_labeled).flatten()[:1000]]
 
     def log_epoch(epoch: int, loss: float, model: M2, terms: dict[str, float]) -> None:
         """The curves that show M2's failure modes: does the classifier fit its own labels,
@@ -396,6 +401,9 @@ def fit_m2(
             data.log_metric(f"m2_{name}_loss", value, epoch)
         data.log_metric("labeled_accuracy", accuracy(model, x_fit, y_fit), epoch)
         data.log_metric("decoder_labeled_accuracy", decoder_accuracy(model, x_fit, y_fit, 0), epoch)
+        if len(x_probe):
+            agree = decoder_accuracy(model, x_probe, model(x_probe).argmax(dim=1), 0)
+            data.log_metric("decoder_classifier_agreement", agree, epoch)
         if len(val_pos):
             data.log_metric("val_accuracy", accuracy(model, x_val, y_val), epoch)
 

@@ -211,6 +211,9 @@ def test_each_epoch_logs_whether_the_decoder_uses_the_class() -> None:
     _m2core.fit_m2(torch.from_numpy(x), data, params, likelihood="gaussian")
     curve = curves["decoder_labeled_accuracy"]
     assert len(curve) == 10 and min(curve[-3:]) >= 0.85, curve
+    # and, without reading a label, whether it agrees with the classifier on unlabeled images
+    agreement = curves["decoder_classifier_agreement"]
+    assert len(agreement) == 10 and min(agreement[-3:]) >= 0.75 > agreement[0], agreement
     # the decoder of an untrained model has no reason to prefer the true class
     model = M2(6, 2, M2Config(z_dim=2, hidden=16, likelihood="gaussian"))
     model.init_weights(torch.Generator().manual_seed(0))
