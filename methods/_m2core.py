@@ -41,9 +41,11 @@ from benchmark.devices import seeded_generator
 from benchmark.errors import UsageError
 from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
+from methods.params import Rule
 from methods.training import Checkpoint, Loop, run_loop
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-per-image")
+WEIGHTINGS = ("equal", "data-share")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class M2Config:
     lr: float = 4.2e-4
     alpha: float = 46.0  # weight of a labeled image's cross-entropy next to its ELBO
     likelihood: str = "bernoulli"
+    weighting: str = "equal"  # of the labeled and unlabeled means in a step (see batch_loss)
+    batch_norm: bool = True
+    init_std: float = 0.0  # 0: Xavier; else N(0, init_std²), as Kingma's 1e-3
 
     def __post_init__(self) -> None:
         checks = {
@@ -67,6 +72,8 @@ class M2Config:
             "lr": self.lr > 0,
             "alpha": self.alpha >= 0,
             "likelihood": self.likelihood in LIKELIHOODS,
+            "weighting": self.weighting in WEIGHTINGS,
+            "init_std": self.init_std >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -84,6 +91,9 @@ class M2Config:
             lr=float(params["lr"]),
             alpha=float(params["alpha"]),
             likelihood=likelihood,
+            weighting=str(params.get("weighting", "equal")),
+            batch_norm=bool(params.get("batch_norm", True)),
+            init_std=float(params.get("init_std", 0.0)),
         )
 
 
@@ -104,6 +114,13 @@ M2_DEFAULTS: dict[str, Any] = {
     # 100). `--set val_fraction=0.1` brings back the per-epoch validation curve.
     "val_fraction": 0.0,
 }
+
+
+# How a step is built, for `m2` and `m1-m2`: this harness's scheme by default; Kingma's code is
+# weighting="data-share", batch_norm=false, init_std=0.001 (with hidden 300 at 100 labels, one
+# labeled and 599 unlabeled images per step, lr 3e-4, and 3,000 epochs).
+SCHEDULE_DEFAULTS: dict[str, Any] = {"weighting": "equal", "batch_norm": True, "init_std": 0.0}
+SCHEDULE_RULES = {"weighting": Rule(choices=WEIGHTINGS), "init_std": Rule(ge=0.0)}
 
 
 # Measured on the reference 2-core CPU: an epoch of pixel M2 (784 inputs, hidden 500) over
@@ -135,7 +152,7 @@ class M2(nn.Module):
         self.config, self.n_classes = config, n_classes
         h, z = config.hidden, config.z_dim
         self.classifier = nn.Sequential(
-            nn.Linear(n_inputs, h), nn.BatchNorm1d(h), nn.Softplus(), nn.Linear(h, n_classes)
+            nn.Linear(n_inputs, h), self._norm(h), nn.Softplus(), nn.Linear(h, n_classes)
         )
         # First layers split into an x part and a y part, so x's part is computed once per image
         # and broadcast over every candidate class.
@@ -144,13 +161,19 @@ class M2(nn.Module):
         self.dec_z, self.dec_y = nn.Linear(z, h), nn.Linear(n_classes, h, bias=False)
         per_image = config.likelihood == "gaussian-per-image"
         self.dec_out = nn.Linear(h, 2 * n_inputs if per_image else n_inputs)
-        self.enc_norm, self.dec_norm = nn.BatchNorm1d(h), nn.BatchNorm1d(h)
+        self.enc_norm, self.dec_norm = self._norm(h), self._norm(h)
         self.x_logvar = nn.Parameter(torch.zeros(n_inputs))  # the "gaussian" likelihood's σ²
+
+    def _norm(self, h: int) -> nn.Module:
+        return nn.BatchNorm1d(h) if self.config.batch_norm else nn.Identity()
 
     def init_weights(self, generator: torch.Generator) -> None:
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight, generator=generator)
+                if self.config.init_std > 0:
+                    nn.init.normal_(module.weight, 0.0, self.config.init_std, generator=generator)
+                else:
+                    nn.init.xavier_uniform_(module.weight, generator=generator)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         if self.config.likelihood == "gaussian-per-image":  # start at σ = 1, as "gaussian" does
@@ -180,7 +203,7 @@ class M2(nn.Module):
         return layer.weight.T[None] if classes is None else layer.weight.T[classes]
 
     @staticmethod
-    def _normed(norm: nn.BatchNorm1d, a: torch.Tensor) -> torch.Tensor:
+    def _normed(norm: nn.Module, a: torch.Tensor) -> torch.Tensor:
         """Batch norm of [B, K, h] pre-activations over all B·K rows (every candidate class)."""
         return norm(a.reshape(-1, a.shape[-1])).reshape(a.shape)
 
@@ -226,9 +249,12 @@ def batch_loss(
     y_l: torch.Tensor,
     generator: torch.Generator,
     terms: dict[str, torch.Tensor] | None = None,
+    labeled_share: float | None = None,
 ) -> torch.Tensor:
     """mean_labeled[L + alpha · CE] + mean_unlabeled[U]: the labels weigh as much as the
     unlabeled images in every step, whatever their number (see the module docstring).
+    With `labeled_share` s (weighting "data-share", Kingma's J/N): s · mean_labeled[...] +
+    (1 - s) · mean_unlabeled[U] instead.
 
     The classifier sees both kinds in one pass, so its batch norm never meets a single row.
     `terms`, if given, receives the two means (detached) for the training curves.
@@ -246,7 +272,9 @@ def batch_loss(
     unlabeled = (log_q.exp() * (model.neg_elbo(x_u, None, generator) + log_q)).sum(1)
     if terms is not None:
         terms["unlabeled"] = terms.get("unlabeled", 0) + unlabeled.mean().detach()
-    return unlabeled.mean() + labeled.mean()
+    if labeled_share is None:
+        return unlabeled.mean() + labeled.mean()
+    return labeled_share * labeled.mean() + (1.0 - labeled_share) * unlabeled.mean()
 
 
 # Called after each epoch with (epoch index, mean training loss, model, mean of each loss term).
@@ -306,8 +334,11 @@ def train_m2(
         is_labeled[held_out] = True  # neither labeled nor unlabeled: excluded
     unlabeled = torch.nonzero(~is_labeled).flatten()
     n_steps = max(1, -(-len(unlabeled) // config.batch_size))
-    # At least two labeled rows, so batch norm has a batch even with a single label (repeated).
-    lb = max(2, min(config.labeled_batch_size, len(labeled)))
+    # With batch norm, at least two labeled rows, so it has a batch even with a single label.
+    lb = max(2 if config.batch_norm else 1, min(config.labeled_batch_size, len(labeled)))
+    share = None
+    if config.weighting == "data-share":
+        share = len(labeled) / max(1, len(labeled) + len(unlabeled))
 
     terms: dict[str, float] = {}  # this epoch's mean loss terms, for the callback
 
@@ -326,7 +357,7 @@ def train_m2(
             idx_u = order[step * config.batch_size : (step + 1) * config.batch_size]
             idx_l = stream[step * lb : (step + 1) * lb]
             x_l, y_l = rows(labeled[idx_l]), y_labeled[idx_l]
-            loss = batch_loss(model, rows(idx_u), x_l, y_l, generator, sums)
+            loss = batch_loss(model, rows(idx_u), x_l, y_l, generator, sums, share)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

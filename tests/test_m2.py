@@ -23,7 +23,7 @@ from methods.base import TrainData
 from methods.vae import VAEConfig, train_vae
 
 
-def _direct_loss(model: M2, x_u, x_l, y_l, seed: int) -> torch.Tensor:
+def _direct_loss(model: M2, x_u, x_l, y_l, seed: int, share: float | None = None) -> torch.Tensor:
     """The objective written out class by class, with the noise batch_loss draws."""
     generator = torch.Generator().manual_seed(seed)
     labeled = model.neg_elbo(x_l, y_l[:, None], generator)[:, 0]
@@ -37,7 +37,8 @@ def _direct_loss(model: M2, x_u, x_l, y_l, seed: int) -> torch.Tensor:
         ]
     )
     ce = F.cross_entropy(model(torch.cat([x_l, x_u]))[: len(x_l)], y_l, reduction="none")
-    return (labeled + model.config.alpha * ce).mean() + u.mean()
+    labeled = (labeled + model.config.alpha * ce).mean()
+    return labeled + u.mean() if share is None else share * labeled + (1 - share) * u.mean()
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-per-image"])
@@ -220,3 +221,49 @@ def test_each_epoch_logs_whether_the_decoder_uses_the_class() -> None:
     model.eval()
     x_l, y_l = torch.from_numpy(x[:200]), torch.from_numpy(y[:200])
     assert 0.2 <= _m2core.decoder_accuracy(model, x_l, y_l, 0) <= 0.8
+
+
+def test_data_share_weighting_is_kingmas_j_over_n() -> None:
+    """weighting="data-share": each step is share · labeled mean + (1 - share) · unlabeled mean,
+    as Kingma's per-step J/N, and train_m2 hands it the labeled share of the training rows."""
+    torch.manual_seed(0)
+    model = M2(12, 4, M2Config(z_dim=3, hidden=8, alpha=7.0, likelihood="gaussian"))
+    model.init_weights(torch.Generator().manual_seed(0))
+    model.train()
+    x_u, x_l, y_l = torch.rand(5, 12), torch.rand(3, 12), torch.tensor([0, 2, 3])
+    fast = batch_loss(model, x_u, x_l, y_l, torch.Generator().manual_seed(1), labeled_share=0.1)
+    slow = _direct_loss(model, x_u, x_l, y_l, 1, share=0.1)
+    assert math.isclose(float(fast.detach()), float(slow.detach()), rel_tol=1e-5)
+
+
+def test_kingmas_schedule_trains_without_batch_norm_one_label_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shares: list[float | None] = []
+    seen_labeled: list[int] = []
+
+    def spy(model, x_u, x_l, y_l, generator, terms=None, labeled_share=None):
+        shares.append(labeled_share)
+        seen_labeled.append(len(x_l))
+        return batch_loss(model, x_u, x_l, y_l, generator, terms, labeled_share)
+
+    monkeypatch.setattr(_m2core, "batch_loss", spy)
+    config = M2Config(
+        z_dim=2,
+        hidden=8,
+        epochs=1,
+        batch_size=29,
+        labeled_batch_size=1,
+        likelihood="gaussian",
+        weighting="data-share",
+        batch_norm=False,
+        init_std=1e-3,
+    )
+    x = torch.randn(300, 3)
+    model = train_m2(x, torch.arange(10), torch.arange(10) % 2, 2, config, 0, progress=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert set(seen_labeled) == {1} and len(seen_labeled) == 10  # 290 unlabeled / 29 per step
+    assert set(shares) == {10 / 300}
+    fresh = M2(3, 2, config)
+    fresh.init_weights(torch.Generator().manual_seed(0))
+    assert abs(float(fresh.classifier[0].weight.detach().std()) - 1e-3) < 3e-4
