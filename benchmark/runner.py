@@ -17,6 +17,7 @@ records its result (if it is first) or discards it, without crashing.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import hashlib
 import logging
@@ -441,7 +442,7 @@ def _die_with_parent() -> None:
 def _worker_main(options: RunOptions, name: str) -> None:
     _die_with_parent()
     runtime.configure()
-    signal.signal(signal.SIGTERM, _interrupt)
+    _install_interrupts()
     torch.set_num_threads(1)
     try:
         work(options, name)
@@ -451,6 +452,32 @@ def _worker_main(options: RunOptions, name: str) -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _install_interrupts() -> None:
+    """SIGTERM raises KeyboardInterrupt in this worker. Should it land inside a finaliser (a
+    `__del__` or weakref callback, e.g. SQLAlchemy's during garbage collection), Python cannot
+    raise it there: it would print "Exception ignored ... Traceback" and carry on. The hook
+    below prints nothing and has a helper thread deliver it again 50 ms later, when the main
+    thread is out of the finaliser (if not, the same happens once more)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    default = sys.unraisablehook
+
+    def redeliver() -> None:
+        timer = threading.Timer(0.05, _thread.interrupt_main, args=(signal.SIGTERM,))
+        timer.daemon = True
+        timer.start()
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            default(unraisable)
+            return
+        try:
+            redeliver()
+        except KeyboardInterrupt:  # a second one landed in here: it is delivered later too
+            redeliver()
+
+    sys.unraisablehook = hook
 
 
 def run_workers(
