@@ -13,15 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from methods import _m2core
 from methods._holdout import predict_classes
-from methods._m2core import (
-    M2_DEFAULTS,
-    SCHEDULE_DEFAULTS,
-    SCHEDULE_RULES,
-    fit_m2,
-    m2_seconds,
-    suggest_m2,
-)
+from methods._m2core import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
 from methods.base import Method, TrainData
 
 
@@ -30,9 +24,10 @@ class M2Method(Method):
     description = (
         "Kingma's M2: class-conditional VAE + classifier on pixels, all classes summed out"
     )
-    defaults = {**M2_DEFAULTS, **SCHEDULE_DEFAULTS}
-    rules = SCHEDULE_RULES
-    former_values = SCHEDULE_DEFAULTS  # what every run did before the schedule could be set
+    defaults = {**M2_DEFAULTS, **_m2core.SCHEDULE_DEFAULTS}
+    rules = _m2core.SCHEDULE_RULES
+    # what every run did before the schedule could be set
+    former_values = _m2core.SCHEDULE_DEFAULTS
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
