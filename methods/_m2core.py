@@ -94,9 +94,8 @@ class M2Config:
             lr=float(params["lr"]),
             alpha=float(params["alpha"]),
             likelihood=likelihood,
-            weighting=str(params.get("weighting", "equal")),
-            batch_norm=bool(params.get("batch_norm", True)),
-            init_std=float(params.get("init_std", 0.0)),
+            # the schedule is optional: `supervised-mlp` has no such parameters
+            **{k: type(v)(params.get(k, v)) for k, v in SCHEDULE_DEFAULTS.items()},
         )
 
 
@@ -122,7 +121,9 @@ M2_DEFAULTS: dict[str, Any] = {
 # How a step is built, for `m2` and `m1-m2`: this harness's scheme by default; Kingma's code is
 # weighting="data-share", batch_norm=false, init_std=0.001 (with hidden 300 at 100 labels, one
 # labeled and 599 unlabeled images per step, lr 3e-4, and 3,000 epochs).
-SCHEDULE_DEFAULTS: dict[str, Any] = {"weighting": "equal", "batch_norm": True, "init_std": 0.0}
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    k: getattr(M2Config, k) for k in ("weighting", "batch_norm", "init_std")
+}
 SCHEDULE_RULES = {"weighting": Rule(choices=WEIGHTINGS), "init_std": Rule(ge=0.0)}
 
 
