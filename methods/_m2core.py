@@ -285,6 +285,14 @@ def batch_loss(
 EpochCallback = Callable[[int, float, M2, dict[str, float]], None]
 
 
+def _rows_outside(n_rows: int, *taken: torch.Tensor) -> torch.Tensor:
+    """Indices (ascending) of the rows in none of `taken`: the unlabeled ones."""
+    free = torch.ones(n_rows, dtype=torch.bool, device=taken[0].device)
+    for rows in taken:
+        free[rows] = False
+    return torch.nonzero(free).flatten()
+
+
 def _labeled_stream(
     n_labeled: int, n_needed: int, generator: torch.Generator, device
 ) -> torch.Tensor:
@@ -332,11 +340,8 @@ def train_m2(
     model.init_weights(torch.Generator().manual_seed(seed))  # CPU init: same on any device
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    is_labeled = torch.zeros(len(x), dtype=torch.bool, device=device)
-    is_labeled[labeled] = True
-    if held_out is not None:
-        is_labeled[held_out] = True  # neither labeled nor unlabeled: excluded
-    unlabeled = torch.nonzero(~is_labeled).flatten()
+    # held-out rows are neither labeled nor unlabeled: excluded
+    unlabeled = _rows_outside(len(x), labeled, *([] if held_out is None else [held_out]))
     n_steps = max(1, -(-len(unlabeled) // config.batch_size))
     # With batch norm, at least two labeled rows, so it has a batch even with a single label.
     lb = max(2 if config.batch_norm else 1, min(config.labeled_batch_size, len(labeled)))
@@ -421,9 +426,7 @@ def fit_m2(
     x_fit, y_fit = features[labeled[train_pos]], y[train_pos]
     # A fixed probe of unlabeled images (no labels read): does the decoder's class agree with
     # the classifier's? Near chance means p(x|y,z) cannot steer q(y|x) on unlabeled data.
-    is_labeled = torch.zeros(len(features), dtype=torch.bool, device=device)
-    is_labeled[labeled] = True
-    x_probe = features[torch.nonzero(~is_labeled).flatten()[:1000]]
+    x_probe = features[_rows_outside(len(features), labeled)[:1000]]
 
     def log_epoch(epoch: int, loss: float, model: M2, terms: dict[str, float]) -> None:
         """The curves that show M2's failure modes: does the classifier fit its own labels,
