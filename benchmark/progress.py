@@ -4,8 +4,9 @@ current cell.
 Cells differ in cost by three orders of magnitude (a pixel SVM in seconds, M2 in half an hour),
 so an ETA from cells per second is useless. The bar advances by each finished cell's estimated
 seconds (see `benchmark.plan`), and once some are done the remaining estimate is scaled by how
-fast the estimates have really been met on this machine. A thread redraws it every second, so
-the elapsed time moves during a long cell.
+fast the estimates have really been met on this machine. Until then, the time spent since the
+last cell finished is taken off the estimate, so the ETA counts down during a long cell instead
+of standing still for hours. A thread redraws it every second, so both move during a long cell.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class GridProgress:
         self.cells_done = 0
         self.current = ""
         self.start = time.monotonic()
+        self.last_finish = self.start  # when cells_done last changed
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.bar = tqdm(
@@ -43,16 +45,24 @@ class GridProgress:
             self._thread.start()
 
     def remaining_seconds(self) -> float:
-        """The estimate of what is left, scaled by the pace measured so far."""
+        """The estimate of what is left, scaled by the pace measured so far; before there is a
+        pace, the plan's estimate less the time the cells in flight have already run."""
         left = max(0.0, self.total - self.done_estimate)
-        elapsed = time.monotonic() - self.start
+        now = time.monotonic()
         if self.done_estimate >= 0.05 * self.total and self.cells_done >= 3:
-            return left * elapsed / self.done_estimate  # the measured pace, workers included
-        return left / self.parallel
+            return left * (now - self.start) / self.done_estimate  # workers included
+        return max(0.0, left / self.parallel - (now - self.last_finish))
+
+    def overdue(self) -> bool:
+        """Cells are left but the estimate of them is used up: the ETA can only say so."""
+        return self.cells_done < len(self.estimates) and self.remaining_seconds() <= 0.0
 
     def status(self) -> str:
         elapsed = time.monotonic() - self.start
-        text = f"{duration(elapsed)} elapsed, ~{duration(self.remaining_seconds())} left"
+        left = (
+            "past the estimate" if self.overdue() else f"~{duration(self.remaining_seconds())} left"
+        )
+        text = f"{duration(elapsed)} elapsed, {left}"
         return text + (f" | {self.current}" if self.current else "")
 
     def cell_started(self, label: str) -> None:
@@ -63,6 +73,7 @@ class GridProgress:
     def cell_finished(self, key: str) -> None:
         with self._lock:
             self.cells_done += 1
+            self.last_finish = time.monotonic()
             self.done_estimate += self.estimates.get(key, 0.0)
             self.bar.update(1)
             self.current = ""
@@ -71,6 +82,8 @@ class GridProgress:
     def set_done(self, keys: list[str]) -> None:
         """For several workers: the keys finished so far (the launcher polls the queue)."""
         with self._lock:
+            if len(keys) != self.cells_done:
+                self.last_finish = time.monotonic()
             self.cells_done = len(keys)
             self.done_estimate = sum(self.estimates.get(k, 0.0) for k in keys)
             self.bar.n = min(self.bar.total, len(keys))

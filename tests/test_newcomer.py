@@ -129,3 +129,20 @@ def test_the_eta_weighs_cells_by_cost_and_learns_the_pace(monkeypatch) -> None:
     assert p.remaining_seconds() == pytest.approx(1500.0 * 460.0 / 230.0)
     assert "7 min elapsed" in p.status()
     p.close()
+
+
+def test_the_eta_counts_down_during_a_long_cell_and_says_when_it_is_overrun(monkeypatch) -> None:
+    from benchmark import progress as progress_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
+    p = progress_mod.GridProgress({"m2-s0": 3600.0, "m2-s1": 3600.0}, enabled=False)
+    p.cell_started("m2 seed 0")
+    clock[0] += 1800.0  # half-way through the first cell, nothing finished yet
+    assert p.remaining_seconds() == pytest.approx(5400.0)
+    assert "~1 h 30 min left" in p.status()
+    clock[0] += 6000.0  # the cell runs past its estimate and the second one's
+    assert "past the estimate" in p.status()
+    p.cell_finished("m2-s0")  # a finished cell restarts the count from the next one's estimate
+    assert p.remaining_seconds() == pytest.approx(3600.0)
+    p.close()
