@@ -93,7 +93,9 @@ class M1M2(Method):
 
     @classmethod
     def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
-        return m2_seconds(params, n_train, n_inputs=int(params["latent_dim"]))
+        n_inputs = int(params["latent_dim"])  # an upper bound: only the active units are kept
+        per_image = params["decoder_variance"] == "per-image"
+        return m2_seconds(params, n_train, n_inputs, 2 * n_inputs if per_image else n_inputs)
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         z = self.vae_.latent_means(x)[:, self.active_]
