@@ -143,13 +143,20 @@ def _identity(cell: Cell) -> dict[str, object]:
 
 def enqueue(study: optuna.Study, pending: list[Cell], force: bool) -> None:
     """Queue the pending cells that are not already queued or running. The caller holds the
-    queue lock, so launchers started together queue each cell once."""
-    active = {
-        t.user_attrs.get("cell_key")
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-    }
+    queue lock, so launchers started together queue each cell once.
+
+    A cell still queued by an earlier launch carries that launch's code version, which would
+    stamp the run (and name its checkpoint folder) with code that did not produce it: such a
+    trial is retired (FAIL) and the cell queued afresh with today's."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    running = {t.user_attrs.get("cell_key") for t in trials if t.state == TrialState.RUNNING}
+    waiting = {t.user_attrs.get("cell_key"): t for t in trials if t.state == TrialState.WAITING}
     for cell in pending:
-        if cell.key not in active:
+        queued = waiting.get(cell.key)
+        if queued is not None and queued.user_attrs.get("cell") != cell.to_json():
+            study._storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
+            queued = None
+        if cell.key not in running and queued is None:
             study.enqueue_trial(
                 _identity(cell),
                 user_attrs={

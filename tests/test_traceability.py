@@ -245,3 +245,24 @@ def test_a_finished_cell_whose_code_changed_is_rerun_and_the_plan_says_so(
 
     runs = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark").cell_runs("FINISHED")
     assert "a-fixed-bug" in set(runs["code_version"]) and len(runs) == 2
+
+
+def test_a_cell_left_queued_by_an_older_launch_runs_under_todays_code_version() -> None:
+    """The queue (an Optuna study) outlives a launch. A cell still WAITING from a launch made
+    before a code change was popped with that launch's code version, so its run was stamped
+    with code that did not make it and looked for its checkpoints in another folder: three
+    launches of one unchanged commit logged three code versions, and a 3 h cell restarted."""
+    import dataclasses
+
+    import optuna
+
+    from benchmark.runner import enqueue
+
+    cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
+    study = optuna.create_study()
+    enqueue(study, [dataclasses.replace(cell, code="older")], force=False)
+    enqueue(study, [cell], force=False)  # a later launch, today's code
+    enqueue(study, [cell], force=False)  # and again: queued once, not once per launch
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1
+    assert grid.Cell.from_json(study.ask().user_attrs["cell"]).code == cell.code
