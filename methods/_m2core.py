@@ -139,15 +139,17 @@ SECONDS_PER_MAC = 5.6e-11
 SECONDS_PER_ELEMENT = 6.6e-9
 
 
-def m2_seconds(
-    params: dict[str, Any], n_train: int, n_inputs: int, n_outputs: int | None = None
-) -> float:
+def decoder_width(n_inputs: int, likelihood: str) -> int:
+    """p(x | y, z)'s outputs: a location per input, and a log σ² beside it when per image."""
+    return 2 * n_inputs if likelihood == "gaussian-per-image" else n_inputs
+
+
+def m2_seconds(params: dict[str, Any], n_train: int, n_inputs: int, likelihood: str) -> float:
     """Estimated seconds of one M2 cell (the run plan's ETA): the multiply-adds and elementwise
     work of an epoch (every unlabeled image through all 10 classes, the labeled rows through
-    their own), times the epochs. `n_outputs`: the decoder's width (2 × inputs when it
-    predicts a variance per feature; default the inputs)."""
+    their own), times the epochs."""
     h, z, classes = int(params["hidden"]), int(params["z_dim"]), 10
-    n_out = n_outputs or n_inputs
+    n_out = decoder_width(n_inputs, likelihood)
     steps = n_train / int(params["batch_size"])
     labeled_rows = steps * int(params["labeled_batch_size"])
     per_class = 2 * h * z + z * h + h * n_out  # encoder output, decoder in, decoder out
@@ -180,8 +182,7 @@ class M2(nn.Module):
         self.enc_x, self.enc_y = nn.Linear(n_inputs, h), nn.Linear(n_classes, h, bias=False)
         self.enc_out = nn.Linear(h, 2 * z)
         self.dec_z, self.dec_y = nn.Linear(z, h), nn.Linear(n_classes, h, bias=False)
-        per_image = config.likelihood == "gaussian-per-image"
-        self.dec_out = nn.Linear(h, 2 * n_inputs if per_image else n_inputs)
+        self.dec_out = nn.Linear(h, decoder_width(n_inputs, config.likelihood))
         self.enc_norm, self.dec_norm = self._norm(h), self._norm(h)
         self.x_logvar = nn.Parameter(torch.zeros(n_inputs))  # the "gaussian" likelihood's σ²
 

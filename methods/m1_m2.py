@@ -41,6 +41,12 @@ from methods.params import Rule
 ACTIVE_VARIANCE = 0.01
 
 
+def _likelihood(params: dict[str, Any]) -> str:
+    """M2's Gaussian likelihood on the features, as `decoder_variance` asks."""
+    per_image = params["decoder_variance"] == "per-image"
+    return "gaussian-per-image" if per_image else "gaussian"
+
+
 def _posterior_sigma(vae: Any, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """sigma(x) of the VAE's q(z | x) for each row (here, not in `methods.vae`: editing that
     module changes every cached VAE's key)."""
@@ -94,8 +100,7 @@ class M1M2(Method):
     @classmethod
     def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
         n_inputs = int(params["latent_dim"])  # an upper bound: only the active units are kept
-        per_image = params["decoder_variance"] == "per-image"
-        return m2_seconds(params, n_train, n_inputs, 2 * n_inputs if per_image else n_inputs)
+        return m2_seconds(params, n_train, n_inputs, _likelihood(params))
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         z = self.vae_.latent_means(x)[:, self.active_]
@@ -116,9 +121,7 @@ class M1M2(Method):
         if self.params["sample_features"]:  # sigma in the standardised units of the features
             sigma = _posterior_sigma(self.vae_, data.x)[:, self.active_] / self.std_
             spread = torch.from_numpy(sigma.astype(np.float32)).to(data.device)
-        per_image = self.params["decoder_variance"] == "per-image"
-        likelihood = "gaussian-per-image" if per_image else "gaussian"
-        self.model_ = fit_m2(features, data, self.params, likelihood=likelihood, spread=spread)
+        self.model_ = fit_m2(features, data, self.params, _likelihood(self.params), spread)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.model_, self._features(x))

@@ -18,6 +18,8 @@ from methods._holdout import predict_classes
 from methods._m2core import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
 from methods.base import Method, TrainData
 
+LIKELIHOOD = "bernoulli"  # pixels in [0, 1], as in Kingma's and Pyro's M2
+
 
 class M2Method(Method):
     name = "m2"
@@ -35,11 +37,11 @@ class M2Method(Method):
 
     @classmethod
     def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
-        return m2_seconds(params, n_train, n_inputs=784)
+        return m2_seconds(params, n_train, n_inputs=784, likelihood=LIKELIHOOD)
 
     def fit(self, data: TrainData) -> None:
         x = torch.from_numpy(data.x).to(data.device)
-        self.model_ = fit_m2(x, data, self.params, likelihood="bernoulli")
+        self.model_ = fit_m2(x, data, self.params, likelihood=LIKELIHOOD)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.model_, x)
