@@ -53,15 +53,12 @@ class GridProgress:
             return left * (now - self.start) / self.done_estimate  # workers included
         return max(0.0, left / self.parallel - (now - self.last_finish))
 
-    def overdue(self) -> bool:
-        """Cells are left but the estimate of them is used up: the ETA can only say so."""
-        return self.cells_done < len(self.estimates) and self.remaining_seconds() <= 0.0
-
     def status(self) -> str:
         elapsed = time.monotonic() - self.start
-        left = (
-            "past the estimate" if self.overdue() else f"~{duration(self.remaining_seconds())} left"
-        )
+        remaining = self.remaining_seconds()
+        # cells are left but their estimate is used up: the ETA can only say so
+        overdue = remaining <= 0.0 and self.cells_done < len(self.estimates)
+        left = "past the estimate" if overdue else f"~{duration(remaining)} left"
         text = f"{duration(elapsed)} elapsed, {left}"
         return text + (f" | {self.current}" if self.current else "")
 
