@@ -32,7 +32,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,8 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark import plots, runtime
+import methods
+from benchmark import plots, provenance, runtime
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import CellResult, Workspace, run_cell
@@ -249,13 +250,20 @@ def _log_result(
         tracker.set_tags(run_id, {"vae_run_ids": ",".join(vae_runs)})
 
 
+def queued_cell(trial: optuna.Trial) -> Cell:
+    """The trial's cell, stamped with the code version of the process that will run it: the
+    queue may hold it from a launch made with other code, or from another machine's."""
+    cell = Cell.from_json(trial.user_attrs["cell"])
+    return replace(cell, code=provenance.method_code_version(methods.get(cell.method).__module__))
+
+
 def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
     """The work of one popped trial: run its cell in a new MLflow run and return its seconds."""
 
     def objective(trial: optuna.Trial) -> float:
         if "cell" not in trial.user_attrs:  # queue emptied under us: not a grid cell
             raise optuna.TrialPruned("no cell queued")
-        cell = Cell.from_json(trial.user_attrs["cell"])
+        cell = queued_cell(trial)
         force = bool(trial.user_attrs.get("force"))
         _suggest_identity(trial, cell, trial.study.user_attrs["choices"])
         tracker.close_orphans(cell.key)  # a kill between start_run and set_user_attr leaves one

@@ -266,3 +266,16 @@ def test_a_cell_left_queued_by_an_older_launch_runs_under_todays_code_version() 
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(waiting) == 1
     assert grid.Cell.from_json(study.ask().user_attrs["cell"]).code == cell.code
+
+
+def test_a_worker_stamps_a_queued_cell_with_its_own_code_version() -> None:
+    """Workers of several launches (or machines) share one queue: whoever queued a cell, the
+    run is made, and so must be stamped, by the code of the worker that pops it."""
+    import dataclasses
+
+    from benchmark.runner import queued_cell
+
+    cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
+    older = dataclasses.replace(cell, code="older").to_json()
+    popped = queued_cell(types.SimpleNamespace(user_attrs={"cell": older}))
+    assert popped == cell
