@@ -12,6 +12,17 @@ in Kingma's code (`VAE_YZ_X`), M2's decoder predicts the variance of each featur
 were measured; on MNIST with 100 labels the per-image variance scored 2.4 points lower on each
 of 3 seeds, and the choice is left to `tune` (CV inside the budget), not to those test figures.
 
+Training follows Kingma's schedule (`_m2core.KINGMA_SCHEDULE`: each step weighs its labeled
+and unlabeled means by their share of the data, as his J/N; small Gaussian initial weights and
+no batch norm), but with a 10x step size for 300 passes instead of his 3,000: his full run
+reached 96.3 % on MNIST with 100 labels (one seed, 2 h on two threads), the compressed one
+94.8 and 96.1 on two seeds in 21 min each, where this harness's equal-weight scheme (the
+former default; the README gives its `--set` line) scored
+89-90. Of two step sizes tried (1e-3, 3e-3), the one kept is the one whose decoder and
+classifier agreed more on unlabeled images (0.957 vs 0.950), a criterion that reads no label.
+On Fashion-MNIST the schedule trusts M2's clusters of the M1 features more than the classes
+support: 65 % on seed 0, against 70 with the former scheme (see the README).
+
 Only the VAE's active units (Burda et al. 2015: variance of the latent mean over the training
 images > 0.01) are kept, then standardised: a 50-dimensional VAE typically leaves most units
 collapsed (std ~0.05), and standardising those would turn them into unit-scale noise that M2
@@ -28,6 +39,8 @@ import torch
 
 from methods._holdout import predict_classes
 from methods._m2core import (
+    KINGMA_SCHEDULE,
+    LABELED_PASS,
     M2_DEFAULTS,
     SCHEDULE_DEFAULTS,
     SCHEDULE_RULES,
@@ -66,20 +79,27 @@ class M1M2(Method):
         "Kingma's M1+M2: M2 with a Gaussian likelihood on draws of the shared VAE's q(z|x)"
     )
     uses_vae = True
-    # Kingma's M1+M2 settings where published (M1 latent 50, M2 hidden 500 and z 50, alpha 0.1
-    # so a labeled image's cross-entropy weighs 0.1 * N_total / N_labeled: 60 at 100 labels, 2
-    # at 3000); optimizer and epochs as for `m2` (Kingma trained for thousands of epochs).
+    # Kingma's M1+M2 code (M1 latent 50; M2 z 50, hidden 300, alpha 0.1 so a labeled image's
+    # cross-entropy weighs 0.1 * N_total / N_labeled; each step the labeled and unlabeled means
+    # weighted by their share of the data; N(0, 0.001²) weights, no batch norm; 599 unlabeled
+    # images a step and the labels spread over the epoch's steps) with one change: Adam's step
+    # size 10x his 3e-4 for a tenth of his 3,000 passes (21 min a cell on one thread, not 3.4 h).
     defaults = {
         **VAE_DEFAULTS,
         "latent_dim": 50,
         **{k: v for k, v in M2_DEFAULTS.items() if k != "alpha"},
+        "hidden": 300,
+        "batch_size": 599,
+        "labeled_batch_size": LABELED_PASS,
+        "lr": 3e-3,
+        "epochs": 300,
         "kingma_alpha": 0.1,
         "sample_features": True,
         # σ of p(z1 | y, z2): predicted per image by the decoder, as in Kingma's VAE_YZ_X
         # ("per-image"), or one learned value per feature ("shared", this harness's M1+M2
         # before that port)
         "decoder_variance": "per-image",
-        **SCHEDULE_DEFAULTS,
+        **KINGMA_SCHEDULE,
     }
     rules = {"decoder_variance": Rule(choices=("per-image", "shared")), **SCHEDULE_RULES}
     former_values = {"sample_features": False, "decoder_variance": "shared", **SCHEDULE_DEFAULTS}
@@ -87,7 +107,7 @@ class M1M2(Method):
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         return {
-            **suggest_m2(trial),
+            **suggest_m2(trial, max_epochs=300),
             "kingma_alpha": trial.suggest_float("kingma_alpha", 0.01, 1.0, log=True),
             # draws or means: a choice the test set must not make (it favoured means on
             # Fashion-MNIST), so CV inside the budget may
@@ -100,7 +120,7 @@ class M1M2(Method):
     @classmethod
     def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
         n_inputs = int(params["latent_dim"])  # an upper bound: only the active units are kept
-        return m2_seconds(params, n_train, n_inputs, _likelihood(params))
+        return m2_seconds(params, n_labels, n_train, n_inputs, _likelihood(params))
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         z = self.vae_.latent_means(x)[:, self.active_]

@@ -37,7 +37,7 @@ class M2Method(Method):
 
     @classmethod
     def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
-        return m2_seconds(params, n_train, n_inputs=784, likelihood=LIKELIHOOD)
+        return m2_seconds(params, n_labels, n_train, n_inputs=784, likelihood=LIKELIHOOD)
 
     def fit(self, data: TrainData) -> None:
         x = torch.from_numpy(data.x).to(data.device)

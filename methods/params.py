@@ -30,6 +30,7 @@ class Rule:
     choices: tuple[Any, ...] = ()
     words: tuple[str, ...] = ()  # text values allowed in place of a number
     pattern: str = ""  # a regular expression a text value must match in full
+    integer: bool = False  # a word default stands for a whole number, not a float
 
     def describe(self, kind: str) -> str:
         parts = [kind]
@@ -93,7 +94,8 @@ def coerce(method: str, name: str, value: Any, default: Any, rule: Rule = NO_RUL
     kind = _kind(default)
     numeric = kind in ("int", "float") or (kind == "str" and rule.words and default in rule.words)
     if numeric and kind == "str":
-        kind = "float"  # a word default (gamma="scale") stands for a float parameter
+        # a word default (gamma="scale") stands for a float parameter, unless the rule says int
+        kind = "int" if rule.integer else "float"
     expected = rule.describe(kind)
     problem = UsageError(
         f"Method {method!r}: parameter {name}={value!r} must be {expected}"

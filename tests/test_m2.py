@@ -279,10 +279,54 @@ def test_the_cost_model_tells_kingmas_schedule_from_the_default_as_measured() ->
     kingma = {**default, "hidden": 300, "batch_size": 599, "labeled_batch_size": 1}
 
     def epoch(params: dict, n_inputs: int, likelihood: str) -> float:
-        return m2_seconds(params, 60_000, n_inputs, likelihood) - m2_seconds(
-            {**params, "epochs": 0}, 60_000, n_inputs, likelihood
+        return m2_seconds(params, 100, 60_000, n_inputs, likelihood) - m2_seconds(
+            {**params, "epochs": 0}, 100, 60_000, n_inputs, likelihood
         )
 
     m1m2 = "gaussian-per-image"
     assert epoch(kingma, 13, m1m2) / epoch(default, 13, m1m2) == pytest.approx(4.1 / 7.6, rel=0.2)
     assert epoch(default, 784, "bernoulli") == pytest.approx(28.0, rel=0.2)
+
+
+def test_labeled_pass_spreads_the_labels_over_the_epochs_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """labeled_batch_size="pass": each epoch visits every label once, as it visits every
+    unlabeled image once (Kingma's code splits both into the same number of batches). A fixed
+    count of 1 would show a budget of 3,000 each label once in 30 epochs."""
+    seen: list[torch.Tensor] = []
+
+    def spy(model, x_u, x_l, y_l, generator, terms=None, labeled_share=None):
+        seen.append(x_l[:, 0].clone())
+        return batch_loss(model, x_u, x_l, y_l, generator, terms, labeled_share)
+
+    monkeypatch.setattr(_m2core, "batch_loss", spy)
+    config = M2Config(
+        z_dim=2, hidden=8, epochs=1, batch_size=29, labeled_batch_size="pass",
+        likelihood="gaussian", weighting="data-share", batch_norm=False, init_std=1e-3,
+    )  # fmt: skip
+    x = torch.randn(320, 3)
+    x[:30, 0] = torch.arange(30.0)  # the labeled rows, told apart by their first feature
+    train_m2(x, torch.arange(30), torch.arange(30) % 2, 2, config, 0, progress=False)
+    assert [len(s) for s in seen] == [3] * 10  # 290 unlabeled / 29 a step = 10 steps
+    assert sorted(torch.cat(seen).tolist()) == list(range(30))
+
+
+def test_the_cost_model_counts_the_labels_a_pass_puts_in_each_step() -> None:
+    from methods._m2core import m2_seconds
+
+    params = {**methods.get("m1-m2")().params, "labeled_batch_size": "pass"}
+    fixed = {**params, "labeled_batch_size": 1}
+    at = {n: m2_seconds(params, n, 60_000, 13, "gaussian-per-image") for n in (100, 3000)}
+    assert at[100] == pytest.approx(m2_seconds(fixed, 100, 60_000, 13, "gaussian-per-image"))
+    assert at[3000] > m2_seconds(fixed, 3000, 60_000, 13, "gaussian-per-image")
+
+
+def test_m1_m2_runs_kingmas_schedule_by_default() -> None:
+    """Kingma's per-step J/N weighting, N(0, 0.001²) weights without batch norm, hidden 300,
+    and the labels spread over each epoch: the schedule that reached 96.3 % in 3,000 passes."""
+    params = methods.get("m1-m2")().params
+    assert (params["weighting"], params["batch_norm"], params["init_std"]) == (
+        "data-share", False, 1e-3,
+    )  # fmt: skip
+    assert (params["hidden"], params["labeled_batch_size"]) == (300, "pass")
