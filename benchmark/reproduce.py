@@ -247,6 +247,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     cells = build_cells(args, rows)
     tracker = Tracker(args.tracking_uri, args.experiment)
     failures, cells = run_cells(args, cells) if cells else ([], cells)
+    if args.dry_run:  # the plan is printed; the committed table stays as it is
+        return 0
     text = render(
         rows,
         our_summary(tracker, cells),

@@ -67,6 +67,21 @@ def test_reproduce_writes_comparison_and_reuses_finished_cells(
     assert "Plan: 2 cells, 0 to run (2 already finished)" in capsys.readouterr().out
 
 
+def test_reproduce_dry_run_prints_the_plan_and_writes_nothing(
+    tiny_data: Path, tmp_path: Path, stores: dict[str, str], capsys
+) -> None:
+    """A dry run used to render the table from whatever the store held and overwrite the
+    committed results/reproduction.md with it (empty rows where nothing had run yet)."""
+    results = Path(stores["--results-dir"])
+    results.mkdir()
+    (results / "reproduction.md").write_text("the committed table\n")
+    argv = ["reproduce", "--datasets", "fashion-mnist", "--methods", "pixel-svm", "--dry-run"]
+    argv += ["--labels", "100", "--seeds", "0", "--subset", "300", "--device", "cpu"]
+    assert cli.main([*argv, "--data-dir", str(tiny_data), *flatten(stores)]) == 0
+    assert "Plan: 1 cells, 1 to run" in capsys.readouterr().out
+    assert (results / "reproduction.md").read_text() == "the committed table\n"
+
+
 def test_perf_grid_is_a_valid_run_command_on_the_full_training_set(tmp_path: Path) -> None:
     args = cli.build_parser().parse_args(["perf", "--data-dir", str(tmp_path)])
     run = perf.grid_run_args(args, tmp_path / "store", tmp_path / "cache", [100, 3000])
