@@ -451,7 +451,12 @@ def _die_with_parent() -> None:
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: workers finish their cell and exit
-        pass
+        return
+    # A launcher killed while this worker was still starting died before the request above,
+    # so the kernel will never send the signal: this worker was adopted, and must not work on.
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        sys.exit(0)
 
 
 def _worker_main(options: RunOptions, name: str) -> None:

@@ -421,3 +421,25 @@ def test_a_sigterm_inside_a_finaliser_still_stops_the_worker_without_a_traceback
     )
     assert proc.returncode == 130, proc.stderr.decode()[-2000:]
     assert b"Traceback" not in proc.stderr and b"ignored" not in proc.stderr, proc.stderr
+
+
+def test_a_worker_whose_launcher_died_before_it_started_exits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PR_SET_PDEATHSIG only covers a parent that dies after the request: a launcher killed
+    while its worker was still importing left that worker working on as an orphan (CI saw
+    two outlive a kill -9)."""
+    import ctypes
+    import types
+
+    from benchmark import runner
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: types.SimpleNamespace(prctl=lambda *a: 0))
+    launcher = types.SimpleNamespace(pid=os.getppid() + 1)  # not this process's parent any more
+    monkeypatch.setattr(runner.mp, "parent_process", lambda: launcher)
+    with pytest.raises(SystemExit):
+        runner._die_with_parent()
+    monkeypatch.setattr(
+        runner.mp, "parent_process", lambda: types.SimpleNamespace(pid=os.getppid())
+    )
+    runner._die_with_parent()  # its launcher alive: it works on
