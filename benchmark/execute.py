@@ -36,6 +36,7 @@ class CellResult:
     data_source: str = ""
     test_fingerprint: str = ""
     artifacts: list[Path] = field(default_factory=list)  # the method's own pictures
+    predictions: np.ndarray | None = None  # the class predicted for each test image
 
 
 class Workspace:
@@ -212,4 +213,5 @@ def run_cell(
         data_source=str(ws.dataset(cell.dataset).directory),
         test_fingerprint=hashlib.sha256(x_test.tobytes()).hexdigest()[:16],
         artifacts=artifacts,
+        predictions=predictions,
     )

@@ -30,7 +30,7 @@ class Cell:
     subset: int = 0  # >0: only the first `subset` training and test images (smoke runs)
     settings: str = "defaults"  # what differs from the method's defaults, for people
     fingerprint: str = ""  # hash of the training images (see Dataset.fingerprint)
-    code: str = ""  # hash of the code the result depends on (see benchmark.provenance)
+    code: str = ""  # the versions of the computation (see benchmark.provenance.cell_version)
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -180,7 +180,7 @@ def build_grid(
     # different VAEs at the same time instead of waiting on each other's cache lock.
     for n_labels in labels:
         for method in method_names:
-            code = provenance.method_code_version(methods.get(method).__module__)
+            code = provenance.cell_version(methods.get(method))
             for seed in seeds:
                 for dataset in dataset_names:
                     params, source = resolve_params(

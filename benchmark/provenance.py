@@ -1,72 +1,46 @@
-"""Which code made a number: hashes of the source files a result depends on, and versions.
+"""Which computation made a number: declared versions, library versions and the git commit.
 
-A cell's result depends on its method's module, everything that module imports from this
-project (found by reading the import statements, transitively), the harness code that splits
-and scores, and the numeric libraries. Hashing whole files (not a few functions) means a fix
-in a helper — a seeded generator, the pixel scaling — invalidates what it could have changed.
+A cell's result depends on its method's computation, on the shared VAE core when the method
+uses it, and on the harness protocol (how data is read and scaled, how the labeled split is
+drawn, how the test set is scored). Each of these declares a version that is bumped when its
+computation changes, so moving a module or editing a docstring re-runs nothing, while a real
+change does. `tests/test_fingerprints.py` enforces the bump: it records what each computes on
+tiny data at a fixed seed and fails when that changes under the same version.
+
+The numeric libraries are pinned (pyproject.toml), and each run records the versions it used.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import hashlib
 import importlib.metadata
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-PROJECT_PACKAGES = ("benchmark", "methods")
-# The harness code every cell's score passes through: data reading, the split, scoring (whole
-# files, with what they import), and the code in benchmark/execute.py that hands a method its
-# data and scores it (those objects' source only: the rest of that file is tracking glue, and
-# editing it must not rerun a day-long grid).
-SCORING_MODULES = ("benchmark.datasets", "benchmark.splits", "benchmark.scoring")
-CELL_RUNNER = ("benchmark.execute", ("Workspace", "VAESupply", "train_data", "run_cell"))
-LIBRARIES = ("torch", "scikit-learn", "numpy")
-
-
+# Bump when reading or scaling the images, drawing the labeled split, or scoring changes.
+PROTOCOL_VERSION = 1
+LIBRARIES = ("torch", "scikit-learn", "numpy", "scipy")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _source(module: str) -> Path | None:
-    """The file of a project module (without importing it), or None for a non-module name."""
-    if module.split(".")[0] not in PROJECT_PACKAGES:
-        return None
-    base = ROOT.joinpath(*module.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+def cell_version(method: type) -> str:
+    """The version a cell of `method` (a Method class) is made by, e.g. 'm2@1+protocol@1', or
+    'vae-rbf-svm@1+vae@1+protocol@1' for a method on the shared VAE."""
+    from methods.vae import CORE_VERSION
+
+    parts = [f"{method.name}@{method.version}"]
+    if method.uses_vae:
+        parts.append(f"vae@{CORE_VERSION}")
+    parts.append(f"protocol@{PROTOCOL_VERSION}")
+    return "+".join(parts)
 
 
-def _project_imports(path: Path) -> set[str]:
-    """Modules of this project named by `import` / `from ... import` statements in a file."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            if _source(name) is not None:
-                found.add(name)
-    return found
+def vae_version() -> str:
+    """What a trained VAE's weights depend on besides its config, seed and data."""
+    from methods.vae import CORE_VERSION
 
-
-@functools.cache
-def dependencies(module: str) -> tuple[str, ...]:
-    """`module` and every project module it imports, directly or not (a package's
-    `__init__` counts only when it is imported by name, so `methods/__init__`, which loads
-    every method, does not tie one method to all the others)."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen or _source(name) is None:
-            continue
-        seen.add(name)
-        todo.extend(_project_imports(_source(name)))
-    return tuple(sorted(seen))
+    return f"vae@{CORE_VERSION}+protocol@{PROTOCOL_VERSION}"
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
@@ -80,36 +54,22 @@ def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
 
 
 @functools.cache
-def modules_hash(
-    modules: tuple[str, ...], alone: tuple[str, ...] = (), libraries: tuple[str, ...] = LIBRARIES
-) -> str:
-    """Hash of the files of `modules` and all they import, of the `alone` modules' own files,
-    and of the libraries' versions."""
-    files = sorted({dep for module in modules for dep in dependencies(module)} | set(alone))
-    digest = hashlib.sha256()
-    for name in files:
-        digest.update(name.encode() + b"\0" + _source(name).read_bytes() + b"\0")
-    for lib, version in sorted(library_versions(libraries).items()):
-        digest.update(f"{lib}={version}\0".encode())
-    return digest.hexdigest()[:12]
-
-
-@functools.cache
-def _objects_source(module: str, names: tuple[str, ...]) -> str:
-    """The source of some top-level functions and classes of a project module."""
-    text = _source(module).read_text()
-    tree = ast.parse(text)
-    found = {
-        node.name: ast.get_source_segment(text, node)
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.ClassDef)
-    }
-    return "\n".join(found.get(name, f"<missing {name}>") for name in names)
-
-
-def method_code_version(method_module: str) -> str:
-    """The code version of a cell of the method defined in `method_module`."""
-    module, names = CELL_RUNNER
-    digest = hashlib.sha256(modules_hash((method_module, *SCORING_MODULES)).encode())
-    digest.update(_objects_source(module, names).encode())
-    return digest.hexdigest()[:12]
+def git_commit() -> str:
+    """The commit this process's code was loaded from, '-dirty' if tracked files differed,
+    'unknown' outside a git checkout. Read once per process: the code it runs is the code it
+    loaded, even if the checkout moves on meanwhile."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = out.splitlines()
+    oid = next((line.split()[2] for line in lines if line.startswith("# branch.oid")), "unknown")
+    dirty = any(not line.startswith("#") for line in lines)
+    return oid + ("-dirty" if dirty else "")

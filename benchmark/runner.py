@@ -251,10 +251,10 @@ def _log_result(
 
 
 def queued_cell(trial: optuna.Trial) -> Cell:
-    """The trial's cell, stamped with the code version of the process that will run it: the
-    queue may hold it from a launch made with other code, or from another machine's."""
+    """The trial's cell, stamped with the version of the process that will run it: the queue
+    may hold it from a launch made with other code, or from another machine's."""
     cell = Cell.from_json(trial.user_attrs["cell"])
-    return replace(cell, code=provenance.method_code_version(methods.get(cell.method).__module__))
+    return replace(cell, code=provenance.cell_version(methods.get(cell.method)))
 
 
 def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):

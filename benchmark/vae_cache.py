@@ -1,9 +1,8 @@
 """On-disk cache of trained VAEs, so every method and label budget reuses one model.
 
-The key hashes the data fingerprint, the full config, the seed, the device type, the torch
-version and the whole source files the VAE's weights depend on (the VAE module, everything it
-imports from this project, and the dataset reader that scales the pixels), so a fix in any of
-them invalidates old entries while an edit elsewhere does not. Entries are written atomically
+The key hashes the data fingerprint, the full config, the seed, the device type, and the
+declared versions of the VAE core and of the protocol that reads and scales the pixels, so a
+change in what they compute invalidates old entries while moving or re-wording code does not. Entries are written atomically
 (temp file + rename) with a SHA-256 of their payload and their own key inside it: an
 unreadable, mismatching or misplaced entry (a valid file under another key) is reported,
 deleted and retrained. A lock file stops two workers from training the same VAE at once.
@@ -31,18 +30,12 @@ from typing import Protocol
 import torch
 
 from benchmark import options
-from benchmark.provenance import modules_hash
-from methods import vae as vae_module
+from benchmark.provenance import vae_version
 from methods.training import Checkpoint
 from methods.vae import VAE, EpochCallback, TrainedVAE, VAEConfig, train_vae
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(options.DEFAULT_CACHE_DIR)
-
-
-def code_version() -> str:
-    """Hash of the code that determines a trained VAE's weights, and torch's version."""
-    return modules_hash((vae_module.__name__, "benchmark.datasets"), libraries=("torch", "numpy"))
 
 
 def cache_key(fingerprint: str, config: VAEConfig, seed: int, device: torch.device) -> str:
@@ -52,7 +45,7 @@ def cache_key(fingerprint: str, config: VAEConfig, seed: int, device: torch.devi
             "config": asdict(config),
             "seed": seed,
             "device": device.type,
-            "code": code_version(),
+            "code": vae_version(),
         },
         sort_keys=True,
     )

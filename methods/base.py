@@ -76,6 +76,11 @@ class Method(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Bumped when what the method computes changes (not its text or location): its cells then
+    # run again. Every registered class declares its own; tests/test_fingerprints.py checks it.
+    version: ClassVar[int]
+    # The supervised-only method with the same network, read beside this one in the tables.
+    reference: ClassVar[str | None] = None
     uses_vae: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = {}
     # Ranges and choices beyond each default's type (methods.params.COMMON_RULES covers the
@@ -96,6 +101,12 @@ class Method(ABC):
             )
         if not getattr(cls, "description", ""):
             raise TypeError(f"Method {cls.name!r} needs a one-line `description`.")
+        version = cls.__dict__.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TypeError(
+                f"Method {cls.name!r} needs its own `version = 1` (a positive integer, bumped"
+                f" when what it computes changes); got {version!r}."
+            )
         REGISTRY[cls.name] = cls
 
     def __init__(self, **params: Any) -> None:

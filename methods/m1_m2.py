@@ -75,6 +75,8 @@ def _posterior_sigma(vae: Any, x: np.ndarray, batch_size: int = 4096) -> np.ndar
 
 class M1M2(Method):
     name = "m1-m2"
+    version = 1
+    reference = "supervised-mlp"
     description = (
         "Kingma's M1+M2: M2 with a Gaussian likelihood on draws of the shared VAE's q(z|x)"
     )

@@ -23,6 +23,8 @@ LIKELIHOOD = "bernoulli"  # pixels in [0, 1], as in Kingma's and Pyro's M2
 
 class M2Method(Method):
     name = "m2"
+    version = 1
+    reference = "supervised-mlp"
     description = (
         "Kingma's M2: class-conditional VAE + classifier on pixels, all classes summed out"
     )

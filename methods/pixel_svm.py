@@ -12,6 +12,7 @@ from methods.base import Method, TrainData
 
 class PixelSVM(Method):
     name = "pixel-svm"
+    version = 1
     description = "RBF-kernel SVC on the raw pixels of the labeled images (no VAE)"
     defaults = {"C": 10.0, "gamma": "scale"}
 

@@ -36,6 +36,7 @@ def classifier(n_inputs: int, n_classes: int, params: dict[str, Any], seed: int)
 
 class SupervisedMLP(Method):
     name = "supervised-mlp"
+    version = 1
     description = "M2's classifier network trained on the labeled images alone (the SSL reference)"
     defaults = {k: M2_DEFAULTS[k] for k in SHARED}
 

@@ -41,6 +41,8 @@ def encoder_classifier(vae: VAE, n_classes: int, head_hidden: int, seed: int) ->
 
 class VAEFinetune(Method):
     name = "vae-finetune"
+    version = 1
+    reference = "supervised-mlp"
     description = "Shared VAE's encoder (copied, trainable) + small head on the labeled images"
     uses_vae = True
     defaults = {
@@ -148,5 +150,6 @@ class VAEFinetune(Method):
 
 class VAEFinetuneFrozen(VAEFinetune):
     name = "vae-finetune-frozen"
+    version = 1
     description = "Shared VAE's encoder (copied, frozen) + small head on the labeled images"
     defaults = {**VAEFinetune.defaults, "freeze_encoder": True}

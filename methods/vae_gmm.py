@@ -17,6 +17,7 @@ from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_late
 
 class VAEGMM(VAEFeatureMethod):
     name = "vae-gmm"
+    version = 1
     description = (
         "Gaussian mixture on all training latent means, initialised and named by the labels"
     )

@@ -23,6 +23,7 @@ from methods.vae_gmm import VAEGMM
 
 class VAEGMMMutual(VAEGMM):
     name = "vae-gmm-mutual"
+    version = 1
     description = "VAE⇄GMM mutual learning: the label-seeded GMM's means become each image's prior"
     defaults = {**VAEGMM.defaults, "rounds": 3, "epochs": 3, "val_fraction": 0.1}
 

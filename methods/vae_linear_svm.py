@@ -12,6 +12,7 @@ from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_late
 
 class VAELinearSVM(VAEFeatureMethod):
     name = "vae-linear-svm"
+    version = 1
     description = "LinearSVC on the shared VAE's latent means of the labeled images"
     defaults = {**VAE_DEFAULTS, "C": 1.0}
 

@@ -12,6 +12,8 @@ from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_late
 
 class VAERBFSVM(VAEFeatureMethod):
     name = "vae-rbf-svm"
+    version = 1
+    reference = "pixel-svm"
     description = "RBF-kernel SVC on the shared VAE's latent means of the labeled images"
     defaults = {**VAE_DEFAULTS, "C": 10.0, "gamma": "scale"}
 
