@@ -16,7 +16,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "ssl-vae-benchmark"
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # run's queues and tune's studies: one file
 DEFAULT_CACHE_DIR = "mlruns/vae-cache"
-DEFAULT_RESULTS_DIR = "results"
+DEFAULT_RESULTS_DIR = "results"  # the published tables and run archive, kept in git
+LOCAL_RESULTS_DIR = "results/local"  # where `run` writes by default; git ignores it
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULT_LABELS = "100,600,1000,3000"
 DEFAULT_SEEDS = "0,1,2,3,4"
@@ -66,7 +67,9 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_grid(parser: argparse.ArgumentParser, methods_help: str) -> None:
+def add_grid(
+    parser: argparse.ArgumentParser, methods_help: str, results_dir: str = DEFAULT_RESULTS_DIR
+) -> None:
     """The options of commands that launch grid cells (`run`, `reproduce`)."""
     parser.add_argument("--methods", default="all", help=methods_help)
     parser.add_argument("--datasets", default="all", help="'all' or e.g. mnist,fashion-mnist")
@@ -79,7 +82,9 @@ def add_grid(parser: argparse.ArgumentParser, methods_help: str) -> None:
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
     parser.add_argument("--vae-cache-dir", default=DEFAULT_CACHE_DIR, help="trained VAEs")
     parser.add_argument("--workers", type=positive_int, default=1, help="worker processes here")
-    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="tables and plots")
+    parser.add_argument(
+        "--results-dir", default=results_dir, help="tables, plots and the archive of its runs"
+    )
     parser.add_argument(
         "--subset",
         type=positive_int,

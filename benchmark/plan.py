@@ -8,6 +8,7 @@ The plan also fixes the order: cheapest cells first, so an interrupted study has
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -133,16 +134,17 @@ def own_seconds(cell: Cell, n_train: int) -> float:
 
 
 def calibrate(history: pd.DataFrame) -> tuple[dict[str, float], str]:
-    """Per-method factors (measured / estimated) from earlier FINISHED runs in the store."""
+    """Per-method factors (measured / estimated) from earlier runs (archive rows: the store's
+    and the run archives')."""
     if history.empty or "fit_seconds" not in history:
         return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
     ratios: dict[str, list[float]] = {}
     for row in history.itertuples():
         try:
             cls = methods.get(row.method)
-            params = cls(**{k: v for k, v in row.params.items() if k in cls.defaults}).params
-            subset = int(row.params.get("subset", 0) or 0)
-            estimate = cls.estimated_seconds(row.n_labels, subset or MNIST_TRAIN, params)
+            logged = json.loads(row.params)
+            params = cls(**{k: v for k, v in logged.items() if k in cls.defaults}).params
+            estimate = cls.estimated_seconds(row.n_labels, row.subset or MNIST_TRAIN, params)
         except Exception:  # a run of a method or parameter that no longer exists
             continue
         if estimate > 0 and math.isfinite(row.fit_seconds) and row.fit_seconds > 0:

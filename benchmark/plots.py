@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -44,47 +44,79 @@ def method_style(method: str) -> tuple[tuple[float, ...], str]:
     return colours[i % len(colours)], "osD^v<>p*hX"[i % 11]
 
 
-def _log_budget_axis(ax, budgets) -> None:
-    ax.set_xscale("log")
-    ax.set_xticks(sorted(budgets))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # no stray minor labels
+def _legend_below(fig, axes, rows: list[str]) -> None:
+    """One legend for every panel, under them, so no panel is squeezed or covered."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    order = sorted(range(len(labels)), key=lambda i: rows.index(labels[i]))
+    fig.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="lower center",
+        ncol=min(5, len(labels)),
+        fontsize=8,
+        frameon=False,
+    )
 
 
 def accuracy_vs_labels(summary: pd.DataFrame, path: Path) -> Path:
-    """One panel per dataset, one line per method with its 95 % t interval as a band; methods
-    are nudged sideways so markers at a budget do not hide each other; single-seed points are
-    hollow (no interval)."""
+    """One panel per dataset, the label budgets as categories on x, one line per method with
+    its 95 % t interval as error bars (nudged sideways so they do not hide each other);
+    hollow markers: one seed, no interval. The legend sits under the panels."""
     names = sorted(summary["dataset"].unique())
-    fig, axes = plt.subplots(1, len(names), figsize=(7 * len(names), 5), squeeze=False)
-    rows_all = sorted(summary["method"].unique())
+    rows = sorted(summary["method"].unique())
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.6), squeeze=False)
+    budgets = sorted(int(b) for b in summary["n_labels"].unique())
+    position = {b: i for i, b in enumerate(budgets)}
     for ax, dataset in zip(axes[0], names):
         part = summary[summary["dataset"] == dataset]
-        for method, rows in part.groupby("method"):
-            rows = rows.sort_values("n_labels")
+        for method, found in part.groupby("method"):
+            found = found.sort_values("n_labels")
             colour, marker = method_style(method)
-            nudge = 1 + 0.025 * (rows_all.index(method) - len(rows_all) / 2)
-            x = rows["n_labels"].to_numpy() * nudge
-            n = rows["n"].to_numpy()
-            ax.plot(x, rows["mean"], color=colour, lw=1.4, label=f"{method}")
-            ax.fill_between(x, rows["ci_low"], rows["ci_high"], color=colour, alpha=0.12, lw=0)
-            single = n < 2
-            ax.scatter(x[~single], rows["mean"][~single], color=colour, marker=marker, s=28)
+            nudge = 0.3 * (rows.index(method) - (len(rows) - 1) / 2) / max(1, len(rows))
+            x = np.array([position[int(b)] for b in found["n_labels"]]) + nudge
+            mean = found["mean"].to_numpy()
+            low = np.where(found["ci_low"].isna(), mean, found["ci_low"])
+            high = np.where(found["ci_high"].isna(), mean, found["ci_high"])
+            ax.errorbar(
+                x,
+                mean,
+                yerr=[mean - low, high - mean],
+                color=colour,
+                lw=1.3,
+                capsize=2,
+                marker=None,
+                label=method,
+            )
+            single = found["n"].to_numpy() < 2
+            ax.scatter(x[~single], mean[~single], color=colour, marker=marker, s=26, zorder=3)
             ax.scatter(
                 x[single],
-                rows["mean"][single],
-                facecolors="none",
+                mean[single],
+                facecolors="white",
                 edgecolors=colour,
                 marker=marker,
-                s=40,
+                s=34,
+                zorder=3,
             )
-        _log_budget_axis(ax, part["n_labels"].unique())
+        ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+        ax.set_xlim(-0.5, len(budgets) - 0.5)
         ax.set(xlabel="labeled images", ylabel="test accuracy (%)", title=dataset)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    return _finish(
-        fig, path, "Mean over seeds; bands: 95 % t interval; hollow markers: one seed (no interval)"
+    _legend_below(fig, axes[0], rows)
+    legend_rows = -(-len(rows) // 5)
+    fig.subplots_adjust(bottom=0.13 + 0.045 * legend_rows, top=0.88, wspace=0.22)
+    fig.suptitle(
+        "Mean over seeds; bars: 95 % t interval; hollow markers: one seed (no interval)",
+        fontsize=9,
     )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _finish(fig, path: Path, title: str) -> Path:
@@ -97,55 +129,60 @@ def _finish(fig, path: Path, title: str) -> Path:
 
 
 def forest(summary: pd.DataFrame, baseline: str, path: Path) -> Path | None:
-    """Paired difference to the baseline with its 95 % interval, one panel per (dataset,
-    budget): which method wins, by how much, how sure."""
+    """Paired difference to the baseline with its 95 % interval: a row of panels per dataset,
+    a column per budget, a line per method: which method wins, by how much, how sure."""
     part = summary.dropna(subset=["diff_vs_baseline"])
     if part.empty:
         path.unlink(missing_ok=True)
         return None
-    blocks = sorted({(d, int(b)) for d, b in zip(part["dataset"], part["n_labels"])})
-    cols = min(4, len(blocks))
-    n_rows = -(-len(blocks) // cols)
+    names = sorted(part["dataset"].unique())
+    budgets = sorted(int(b) for b in part["n_labels"].unique())
     methods_ = sorted(part["method"].unique())
     fig, axes = plt.subplots(
-        n_rows,
-        cols,
-        figsize=(max(7.0, 3.6 * cols), 0.35 * len(methods_) * n_rows + 1.8),
+        len(names),
+        len(budgets),
+        figsize=(max(7.0, 2.6 * len(budgets) + 1.8), 0.3 * len(methods_) * len(names) + 1.6),
         squeeze=False,
+        sharey=True,
     )
-    for ax, (dataset, budget) in zip(axes.flat, blocks):
+    for (i, dataset), (j, budget) in itertools.product(enumerate(names), enumerate(budgets)):
+        ax = axes[i][j]
         rows = part[(part["dataset"] == dataset) & (part["n_labels"] == budget)]
         for y, method in enumerate(methods_):
-            row = rows[rows["method"] == method]
-            if row.empty:
-                continue
-            r = row.iloc[0]
-            colour, marker = method_style(method)
-            low, high = r["diff_ci_low"], r["diff_ci_high"]
-            if not pd.isna(low):
-                ax.plot([low, high], [y, y], color=colour, lw=2)
-            hollow = pd.isna(low)  # one paired seed: no interval
-            ax.scatter(
-                [r["diff_vs_baseline"]],
-                [y],
-                facecolors="none" if hollow else colour,
-                edgecolors=colour,
-                marker=marker,
-                zorder=3,
-            )
+            _forest_point(ax, rows[rows["method"] == method], y, method)
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(range(len(methods_)))
-        ax.set_yticklabels(methods_ if ax in axes[:, 0] else [], fontsize=7)
-        ax.set_title(f"{dataset}, {budget} labels", fontsize=8)
+        ax.set_yticks(range(len(methods_)), methods_, fontsize=7)
+        ax.set_ylim(len(methods_) - 0.4, -0.6)  # first method on top
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    for ax in list(axes.flat)[len(blocks) :]:
-        ax.axis("off")
+        if i == 0:
+            ax.set_title(f"{budget} labels", fontsize=8)
+        if j == 0:
+            ax.set_ylabel(dataset, fontsize=8)
     return _finish(
         fig,
         path,
         f"Accuracy minus {baseline}'s (points), paired by seed; bars: 95 % t interval;"
         " hollow: one seed",
+    )
+
+
+def _forest_point(ax, row: pd.DataFrame, y: int, method: str) -> None:
+    if row.empty:
+        return
+    r = row.iloc[0]
+    colour, marker = method_style(method)
+    low, high = r["diff_ci_low"], r["diff_ci_high"]
+    if not pd.isna(low):
+        ax.plot([low, high], [y, y], color=colour, lw=2)
+    hollow = pd.isna(low)  # one paired seed: no interval
+    ax.scatter(
+        [r["diff_vs_baseline"]],
+        [y],
+        facecolors="none" if hollow else colour,
+        edgecolors=colour,
+        marker=marker,
+        zorder=3,
     )
 
 

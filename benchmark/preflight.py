@@ -15,14 +15,20 @@ from benchmark import datasets
 from benchmark.errors import UsageError
 
 
-def writable_dir(path: str | Path, option: str) -> Path:
-    """`path` exists as a writable directory afterwards, or a UsageError says why not."""
+def writable_dir(path: str | Path, option: str, create: bool = True) -> Path:
+    """`path` exists as a writable directory afterwards, or a UsageError says why not; with
+    create=False (a dry run) nothing is made: the nearest existing folder must be writable."""
     path = Path(path)
     for parent in (path, *path.parents):
         if parent.exists() and not parent.is_dir():
             raise UsageError(
                 f"{option} {path}: {parent} is a file, not a directory; pick another path."
             )
+    if not create:
+        existing = next(p for p in (path, *path.parents) if p.exists() or p == Path("."))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {path}: {existing} is not writable; pick another path.")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -32,10 +38,10 @@ def writable_dir(path: str | Path, option: str) -> Path:
     return path
 
 
-def sqlite_parent(url: str | None, option: str) -> None:
+def sqlite_parent(url: str | None, option: str, create: bool = True) -> None:
     """A sqlite:/// URL's folder must be usable; other URLs are checked when opened."""
     if url and url.startswith("sqlite:///"):
-        writable_dir(Path(url[len("sqlite:///") :]).parent, option)
+        writable_dir(Path(url[len("sqlite:///") :]).parent, option, create)
 
 
 def check_class_sizes(ds: datasets.Dataset, budgets: Iterable[int], subset: int = 0) -> np.ndarray:

@@ -7,10 +7,14 @@ seconds (see `benchmark.plan`), and once some are done the remaining estimate is
 fast the estimates have really been met on this machine. Until then, the time spent since the
 last cell finished is taken off the estimate, so the ETA counts down during a long cell instead
 of standing still for hours. A thread redraws it every second, so both move during a long cell.
+
+When stderr is not a terminal (a log file), there is no redrawn line: one line is printed per
+finished cell, and one a minute while none finishes.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -20,8 +24,14 @@ from benchmark.plan import duration
 
 
 class GridProgress:
+    LOG_EVERY_S = 60.0
+
     def __init__(
-        self, estimates: dict[str, float], enabled: bool = True, parallel: int = 1
+        self,
+        estimates: dict[str, float],
+        enabled: bool = True,
+        parallel: int = 1,
+        terminal: bool | None = None,
     ) -> None:
         self.estimates = estimates
         self.parallel = max(1, parallel)  # workers that really run at once
@@ -33,15 +43,18 @@ class GridProgress:
         self.last_finish = self.start  # when cells_done last changed
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.logging = enabled and not self.terminal
+        self.last_line = self.start
         self.bar = tqdm(
             total=len(estimates),
             desc="cells",
             bar_format="{desc}: {n_fmt}/{total_fmt} |{bar:20}|{postfix}",
-            disable=not enabled,
+            disable=not enabled or not self.terminal,
             dynamic_ncols=True,
         )
         self._thread = threading.Thread(target=self._tick, daemon=True)
-        if enabled:
+        if enabled and (self.terminal or self.logging):
             self._thread.start()
 
     def remaining_seconds(self) -> float:
@@ -74,19 +87,28 @@ class GridProgress:
             self.done_estimate += self.estimates.get(key, 0.0)
             self.bar.update(1)
             self.current = ""
-            self._redraw()
+            self._redraw(finished=True)
 
     def set_done(self, keys: list[str]) -> None:
         """For several workers: the keys finished so far (the launcher polls the queue)."""
         with self._lock:
-            if len(keys) != self.cells_done:
+            finished = len(keys) != self.cells_done
+            if finished:
                 self.last_finish = time.monotonic()
             self.cells_done = len(keys)
             self.done_estimate = sum(self.estimates.get(k, 0.0) for k in keys)
             self.bar.n = min(self.bar.total, len(keys))
-            self._redraw()
+            self._redraw(finished)
 
-    def _redraw(self) -> None:
+    def _redraw(self, finished: bool = False) -> None:
+        if self.logging:
+            now = time.monotonic()
+            if finished or now - self.last_line >= self.LOG_EVERY_S:
+                self.last_line = now
+                stamp = time.strftime("%H:%M:%S")
+                done = f"{self.cells_done}/{len(self.estimates)} cells"
+                print(f"[{stamp}] {done}, {self.status()}", file=sys.stderr, flush=True)
+            return
         self.bar.set_postfix_str(self.status(), refresh=False)
         self.bar.refresh()
 

@@ -54,6 +54,12 @@ def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
 
 
 @functools.cache
+def libraries() -> str:
+    """The numeric libraries' versions as one text, e.g. 'numpy=2.4.6 scikit-learn=1.9.1 ...'."""
+    return " ".join(f"{k}={v}" for k, v in sorted(library_versions().items()))
+
+
+@functools.cache
 def git_commit() -> str:
     """The commit this process's code was loaded from, '-dirty' if tracked files differed,
     'unknown' outside a git checkout. Read once per process: the code it runs is the code it

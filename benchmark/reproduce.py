@@ -17,8 +17,8 @@ import pandas as pd
 import methods
 from benchmark import datasets, grid, options, published, stats
 from benchmark import report as report_mod
+from benchmark.grid_tables import known_rows
 from benchmark.launcher import exit_code, launch_tracked
-from benchmark.tracking import Tracker
 
 
 def compared_methods() -> list[str]:
@@ -51,13 +51,15 @@ def run_cells(
     return launch_tracked(args, cells, "reproduce", {n: getattr(args, n) for n in names})
 
 
-def our_summary(tracker: Tracker, cells: list[grid.Cell]) -> pd.DataFrame:
-    """Mean ± std over seeds of exactly these cells' FINISHED runs."""
-    runs = tracker.cell_runs("FINISHED")
-    if runs.empty:
-        return runs
-    runs = runs[runs["cell_key"].isin({c.key for c in cells})]
-    return report_mod.summarize(runs) if not runs.empty else runs
+def our_summary(args: argparse.Namespace, cells: list[grid.Cell]) -> pd.DataFrame:
+    """Mean and interval over seeds of exactly these cells' runs (store and run archives)."""
+    rows = known_rows(Path(args.results_dir), args.tracking_uri, args.experiment)
+    wanted = {(c.key, c.code) for c in cells}
+    rows = rows[[(k, v) in wanted for k, v in zip(rows["cell_key"], rows["code_version"])]]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = report_mod.labelled(rows)
+    return report_mod.summarize(rows.assign(row=rows["method"]))
 
 
 def settings_note(args: argparse.Namespace) -> str:
@@ -245,13 +247,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     rows = published.rows(dataset_names, names)
     registered = set(methods.available())
     cells = build_cells(args, rows)
-    tracker = Tracker(args.tracking_uri, args.experiment)
     failures, cells = run_cells(args, cells) if cells else ([], cells)
     if args.dry_run:  # the plan is printed; the committed table stays as it is
         return 0
     text = render(
         rows,
-        our_summary(tracker, cells),
+        our_summary(args, cells),
         registered,
         settings_note(args),
         {m: caveats_for(args, m) for m in {r.ours for r in rows} & registered},

@@ -114,12 +114,17 @@ class RunOptions:
     progress: bool = True
 
 
-def pending_cells(cells: list[Cell], tracker: Tracker, force: bool) -> tuple[list[Cell], int]:
-    """The cells without a FINISHED run by today's code, and how many of them have one made by
-    other code (a fix since then could change their numbers, so they run again)."""
+def pending_cells(
+    cells: list[Cell], tracker: Tracker, force: bool, archived: dict[str, set[str]] | None = None
+) -> tuple[list[Cell], int]:
+    """The cells without a FINISHED run by today's version, in the store or in the run
+    archives (`archived`: cell key -> versions), and how many of them have one made by another
+    version (a fix since then could change their numbers, so they run again)."""
     if force:
         return list(cells), 0
     done = tracker.finished_cells()
+    for key, versions in (archived or {}).items():
+        done.setdefault(key, set()).update(versions)
     pending = [c for c in cells if c.code not in done.get(c.key, ())]
     return pending, sum(1 for c in pending if done.get(c.key))
 
@@ -275,6 +280,8 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
             {
                 "cell_key": cell.key,
                 "code_version": cell.code,
+                "cell_params": cell.params,
+                "libraries": provenance.libraries(),
                 "settings": cell.settings,
                 "data_fingerprint": cell.fingerprint,
                 "param_source": cell.param_source,
@@ -419,7 +426,7 @@ def work(
             options.vae_cache_dir,
             shared=SharedVAEs(tracker, options.storage, options.parent_run_id),
         ),
-        options.progress,
+        options.progress and sys.stderr.isatty(),  # epoch bars only where they redraw
         checkpoint_root=Path(options.vae_cache_dir).parent / "checkpoints",
     )
     objective = make_objective(tracker, ws, options)
@@ -570,6 +577,7 @@ def launch(
     force: bool,
     plan: Plan | None = None,
     on_change: Callable[[], None] | None = None,
+    archived: dict[str, set[str]] | None = None,
 ) -> list[str]:
     """Enqueue the grid (in the plan's order: cheapest first), run the workers, and return the
     failures of this invocation. `on_change` is called after each finished cell."""
@@ -591,7 +599,9 @@ def launch(
             )
         # what is pending is read again under the lock: another launcher may have run cells
         # since the plan was made, and each cell is queued once
-        pending, _ = pending_cells(cells if plan is None else plan.pending, tracker, force)
+        pending, _ = pending_cells(
+            cells if plan is None else plan.pending, tracker, force, archived
+        )
         estimates = {c.key: 1.0 for c in pending} if plan is None else plan.seconds
         enqueue(study, pending, force)
     if pending:
@@ -599,7 +609,7 @@ def launch(
     failed = tracker.cell_runs("FAILED", parent_id=options.parent_run_id)
     failures = [f"{row.cell_key}: {row.error}" for row in failed.itertuples()]
     if pending:  # a dead worker, a retry budget spent: nothing may end silently unfinished
-        done, _ = pending_cells(pending, tracker, force=False)
+        done, _ = pending_cells(pending, tracker, False, archived)
         failed_keys = set(failed["cell_key"]) if not failed.empty else set()
         failures += [
             f"{c.key}: not finished (no FINISHED run; run the same command again)"

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 from benchmark.errors import UsageError
 from benchmark.locks import store_lock
 from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+from benchmark.provenance import git_commit
 
 MAX_PARAM_LENGTH = 6000
 OPEN_ATTEMPTS = 4
@@ -36,20 +36,31 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :])
 
 
-def git_commit() -> str:
+def finished_runs(uri: str, experiment: str) -> list[Any]:
+    """The FINISHED runs of an experiment, read without creating anything: [] when the store
+    or the experiment does not exist (a fresh clone has no store)."""
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return []
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    from mlflow.tracking import MlflowClient
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+    except Exception as error:
+        raise UsageError(f"Cannot read MLflow tracking store {uri!r}: {error}") from None
+    if found is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [found.experiment_id], "attributes.status = 'FINISHED'", page_token=token
         )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 class Tracker:

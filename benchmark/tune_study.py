@@ -241,7 +241,7 @@ def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
     best = study.best_trial
     print(
         f"best CV accuracy {best.value:.4f} (trial {best.number} of {len(study.trials)}):"
-        f" {best.params}\nwrote {path}; `run --params tuned --results-dir {args.results_dir}`"
+        f" {best.params}\nwrote {path}; `run --params tuned --tuned-dir {args.results_dir}`"
         " uses it."
     )
     return 0

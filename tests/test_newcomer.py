@@ -19,7 +19,6 @@ from benchmark.cli import main
 from benchmark.errors import DataError
 from benchmark.plan import make_plan
 from benchmark.runner import enqueue, open_storage, study_name
-from benchmark.tracking import Tracker
 
 
 def run_args(data: Path, stores: dict[str, str], methods: str, **extra: str) -> list[str]:
@@ -36,17 +35,18 @@ def run_args(data: Path, stores: dict[str, str], methods: str, **extra: str) -> 
     return ["run", *flatten(options)]
 
 
-def test_dry_run_prints_the_plan_and_does_nothing(tiny_data: Path, stores: dict, capsys) -> None:
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    tiny_data: Path, stores: dict, tmp_path: Path, capsys
+) -> None:
     args = run_args(tiny_data, stores, "pixel-svm,vae-rbf-svm,m2", **{"--seeds": "0,1"})
+    before = sorted(tmp_path.rglob("*"))
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "Plan: 6 cells, 6 to run (0 already finished), 2 VAE(s) to train." in out
     assert "Estimated time:" in out
     for method in ("pixel-svm", "vae-rbf-svm", "m2"):
         assert method in out
-    assert not list(Path(stores["--vae-cache-dir"]).glob("*.pt"))
-    tracker = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark")
-    assert tracker.cell_runs("FINISHED").empty and not list(tracker.runs())
+    assert sorted(tmp_path.rglob("*")) == before  # no store, no folder, no table
 
 
 def test_cheapest_cells_run_first_and_a_long_plan_suggests_a_cheaper_command() -> None:
@@ -146,3 +146,26 @@ def test_the_eta_counts_down_during_a_long_cell_and_says_when_it_is_overrun(monk
     p.cell_finished("m2-s0")  # a finished cell restarts the count from the next one's estimate
     assert p.remaining_seconds() == pytest.approx(3600.0)
     p.close()
+
+
+def test_a_log_gets_one_line_per_finished_cell_and_a_minutes_beat(monkeypatch, capsys) -> None:
+    """`run ... > log` wrote the redrawn progress line hundreds of times into each line."""
+    from benchmark import progress as progress_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
+    p = progress_mod.GridProgress({"a": 10.0, "b": 600.0}, terminal=False)
+    p.cell_started("a")
+    p.cell_finished("a")
+    p.cell_started("b")
+    for _ in range(150):  # the redraw thread's ticks during a long cell, 1 s apart
+        clock[0] += 1.0
+        with p._lock:
+            p._redraw()
+    p.cell_finished("b")
+    p.close()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 4  # two finished cells, two minutes' beats
+    assert "1/2 cells" in lines[0] and "1/2 cells" in lines[2]
+    assert "2/2 cells" in lines[-1]

@@ -5,27 +5,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import archive_row
 from scipy import stats as sst
 
 from benchmark import stats
-from benchmark.report import markdown, summarize
+from benchmark.report import markdown, tables
 
 
 def runs(scores: dict[str, list[float]], dataset: str = "mnist", budget: int = 100) -> list[dict]:
+    """Archive rows: method -> accuracy (%) per seed. Methods outside the registry stand for
+    registered ones with their defaults."""
     return [
-        {
-            "method": method,
-            "dataset": dataset,
-            "n_labels": budget,
-            "seed": seed,
-            "test_accuracy": acc / 100,
-            "test_macro_f1": acc / 100,
-            "start_time": seed,
-            "settings": "defaults",
-        }
+        archive_row(method, seed, acc, dataset=dataset, n_labels=budget)
         for method, values in scores.items()
         for seed, acc in enumerate(values)
     ]
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """The defaults table of archive rows."""
+    return tables(rows)[0]
 
 
 BASE = [70.0, 72.0, 69.0, 71.0, 73.0]
@@ -43,8 +42,8 @@ def test_t_interval_agrees_with_scipy_on_a_hand_case() -> None:
 
 def test_a_method_better_by_a_fixed_margin_on_every_seed_is_significant() -> None:
     noisy = [b + 2.0 + e for b, e in zip(BASE, [0.1, -0.1, 0.2, 0.0, -0.2])]
-    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "better": noisy})))
-    row = table[table["method"] == "better"].iloc[0]
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "vae-rbf-svm": noisy})))
+    row = table[table["method"] == "vae-rbf-svm"].iloc[0]
     assert row["diff_vs_baseline"] == pytest.approx(2.0)
     assert row["p_value"] < 0.001 and row["diff_ci_low"] > 0
     assert (row["wins"], row["ties"], row["losses"]) == (5, 0, 0)
@@ -52,8 +51,8 @@ def test_a_method_better_by_a_fixed_margin_on_every_seed_is_significant() -> Non
 
 
 def test_identical_methods_are_not_significant_and_both_bold() -> None:
-    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "twin": BASE})))
-    row = table[table["method"] == "twin"].iloc[0]
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "vae-linear-svm": BASE})))
+    row = table[table["method"] == "vae-linear-svm"].iloc[0]
     assert row["diff_vs_baseline"] == 0 and row["p_value"] == 1.0
     assert (row["wins"], row["ties"], row["losses"]) == (0, 5, 0)
     assert table["top"].all()
@@ -62,14 +61,14 @@ def test_identical_methods_are_not_significant_and_both_bold() -> None:
 def test_a_tiny_mean_lead_with_noise_is_not_bold_alone() -> None:
     """Bold is 'not significantly worse than the best', not equality after rounding."""
     close = [b + d for b, d in zip(BASE, [1.5, -1.0, 0.8, -0.9, 0.1])]  # +0.1 on average
-    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "close": close})))
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "vae-gmm": close})))
     assert table["top"].all()
     text = markdown(table)
     assert "**71.0 (69.0–73.0)**" in text and "p=0.85, 3/0/2" in text
 
 
 def test_summary_csv_columns_and_footnote() -> None:
-    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "m": [b + 1 for b in BASE]})))
+    table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "m2": [b + 1 for b in BASE]})))
     wanted = {"mean", "std", "n", "ci_low", "ci_high", "diff_vs_baseline", "diff_ci_low"}
     wanted |= {"diff_ci_high", "p_value", "wins", "ties", "losses"}
     assert wanted <= set(table.columns)
@@ -78,24 +77,28 @@ def test_summary_csv_columns_and_footnote() -> None:
 
 
 def test_cells_with_fewer_seeds_are_marked() -> None:
-    rows = runs({"pixel-svm": BASE, "b": BASE[:3]}) + runs({"c": [70.0]}, budget=600)
+    rows = runs({"pixel-svm": BASE, "vae-gmm": BASE[:3]}) + runs({"m2": [70.0]}, budget=600)
     text = markdown(summarize(pd.DataFrame(rows)))
     assert "## mnist (seeds per cell: 5 unless marked)" in text
-    assert "(3 seeds)" in text and "| c | – | **70.0 (1 seed)** |" in text
+    assert "(3 seeds)" in text and "| m2 | – | 70.0 (1 seed) |" in text  # never bold on 1 seed
 
 
 def test_ranking_over_blocks_with_friedman_and_the_caveat() -> None:
     rows = []
     for i, budget in enumerate((100, 600, 1000, 3000)):
         for dataset in ("mnist", "fashion-mnist"):
-            scores = {"pixel-svm": BASE, "a": [b + 3 for b in BASE], "b": [b - 3 for b in BASE]}
+            scores = {
+                "pixel-svm": BASE,
+                "vae-rbf-svm": [b + 3 for b in BASE],
+                "vae-gmm": [b - 3 for b in BASE],
+            }
             rows += runs({m: [v + i for v in s] for m, s in scores.items()}, dataset, budget)
     rank = stats.ranking(summarize(pd.DataFrame(rows)))
-    assert list(rank.ranks.index) == ["a", "pixel-svm", "b"]
+    assert list(rank.ranks.index) == ["vae-rbf-svm", "pixel-svm", "vae-gmm"]
     assert list(rank.ranks) == [1.0, 2.0, 3.0]
     assert rank.blocks == 8 and rank.p_value < 0.01
     assert "little power" in rank.caveat
-    assert rank.nemenyi.loc["a", "b"] < 0.05
+    assert rank.nemenyi.loc["vae-rbf-svm", "vae-gmm"] < 0.05
 
 
 def test_published_verdict_uses_our_interval() -> None:
@@ -108,7 +111,7 @@ def test_readme_block_is_regenerated_from_the_tables(tmp_path) -> None:
     from benchmark.report import update_readme, write_report
 
     results = tmp_path / "results"
-    write_report(pd.DataFrame(runs({"pixel-svm": BASE, "m": BASE})), results, "made by a test")
+    write_report(pd.DataFrame(runs({"pixel-svm": BASE, "m2": BASE})), results, "made by a test")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold table\n<!-- results:end -->\nrest\n")
     update_readme(readme, results)
@@ -126,20 +129,19 @@ def test_a_run_made_under_older_defaults_is_not_filed_under_todays() -> None:
         params = {k: str(v) for k, v in methods.get(method).defaults.items()}
         params.update(changed)
         params = {k: v for k, v in params.items() if v != "<absent>"}
-        return {**runs({method: [80.0]})[0], "seed": seed, "params": params}
+        return archive_row(method, seed, 80.0, params=params)
 
-    table = summarize(
+    table, variants, _ = tables(
         pd.DataFrame(
             [run("m2", 0), run("m2", 1, val_fraction="0.5"), run("m2", 2, alpha="<absent>")]
             + [run("m1-m2", 0, sample_features="<absent>", decoder_variance="<absent>")]
             + runs({"pixel-svm": BASE[:2]})
         )
     )
-    assert set(table["method"]) == {
-        "m2",
+    assert set(table["method"]) == {"m2", "pixel-svm"}
+    assert set(variants["method"]) == {
         "m2 [val_fraction=0.5]",
         "m2 [alpha not logged]",
         # m1-m2 trained on means with a shared decoder sigma before these parameters existed
         "m1-m2 [decoder_variance=shared, sample_features=False]",
-        "pixel-svm",
     }

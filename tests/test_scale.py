@@ -39,6 +39,7 @@ class Constant(Method):
     """Predicts the most frequent labeled class: a cell that costs only the harness's work."""
 
     name = "tiny-constant"
+    version = 1
     description = "majority labeled class (queue stress tests)"
 
     def fit(self, data):
@@ -52,6 +53,7 @@ class SleepyVAE(VAEFeatureMethod):
     """A small shared VAE, then a pause: every cell lasts long enough to be interrupted."""
 
     name = "tiny-vae-sleepy"
+    version = 1
     description = "small shared VAE, then a fixed pause (scale-out tests)"
     defaults = {**VAE_DEFAULTS, "latent_dim": 2, "vae_hidden": "16", "vae_batch_size": 64}
 

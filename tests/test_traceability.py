@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import flatten
+from conftest import archive_row, flatten
 
 import methods
 from benchmark import grid, provenance, report
@@ -37,48 +37,33 @@ def run_args(data: Path, stores: dict[str, str], **extra: str) -> list[str]:
     return ["run", *flatten(options)]
 
 
-def _run(method: str, seed: int, accuracy: float, start: int, settings: str | None) -> dict:
-    return {
-        "method": method,
-        "dataset": "mnist",
-        "n_labels": 100,
-        "seed": seed,
-        "test_accuracy": accuracy,
-        "test_macro_f1": accuracy,
-        "start_time": start,
-        "settings": settings,
-        # as a real run logs them: a --subset run's parameters say so
-        "params": {
-            "C": "10.0",
-            "gamma": "scale",
-            "subset": (settings or "").partition("subset=")[2] or "0",
-        },
-    }
-
-
 def test_runs_of_other_settings_are_rows_of_their_own_never_replacements() -> None:
-    """A later smoke run (--subset) in the same store must not replace the study's figures."""
-    runs = pd.DataFrame(
+    """A later smoke run (--subset) must not replace the study's figures."""
+    rows = pd.DataFrame(
         [
-            _run("pixel-svm", 0, 0.786, 1, "defaults"),
-            _run("pixel-svm", 1, 0.790, 2, "defaults"),
-            _run("pixel-svm", 0, 0.410, 3, "subset=5000"),  # latest, other settings
+            archive_row("pixel-svm", 0, 78.6, start_time="2026-01-01T00:00:01Z"),
+            archive_row("pixel-svm", 1, 79.0, start_time="2026-01-01T00:00:02Z"),
+            archive_row("pixel-svm", 0, 41.0, subset=5000, start_time="2026-01-01T00:00:03Z"),
         ]
     )
-    summary = report.summarize(runs)
-    rows = dict(zip(summary["method"], summary["mean"]))
-    assert rows["pixel-svm"] == pytest.approx(78.8)
-    assert rows["pixel-svm [subset=5000]"] == pytest.approx(41.0)
-
-
-def test_runs_without_a_settings_tag_are_classified_from_their_params() -> None:
-    old = _run("pixel-svm", 0, 0.5, 1, None)
-    old_other = {
-        **_run("pixel-svm", 0, 0.3, 2, None),
-        "params": {"C": "2.0", "gamma": "scale", "subset": "0"},
+    summary, variants, _ = report.tables(rows)
+    assert dict(zip(summary["method"], summary["mean"])) == {"pixel-svm": pytest.approx(78.8)}
+    assert dict(zip(variants["method"], variants["mean"])) == {
+        "pixel-svm [subset=5000]": pytest.approx(41.0)
     }
-    summary = report.summarize(pd.DataFrame([old, old_other]))
-    assert sorted(summary["method"]) == ["pixel-svm", "pixel-svm [C=2.0]"]
+
+
+def test_runs_are_classified_from_their_params_and_version() -> None:
+    other = archive_row("pixel-svm", 0, 30.0, params={"C": "2.0", "gamma": "scale"})
+    older = archive_row("pixel-svm", 1, 30.0, code_version="pixel-svm@0+protocol@1")
+    summary, variants, _ = report.tables(
+        pd.DataFrame([archive_row("pixel-svm", 0, 50), other, older])
+    )
+    assert list(summary["method"]) == ["pixel-svm"]
+    assert sorted(variants["method"]) == [
+        "pixel-svm [C=2.0]",
+        "pixel-svm [made by pixel-svm@0+protocol@1]",
+    ]
 
 
 def test_set_values_are_parsed_to_the_declared_type() -> None:

@@ -90,6 +90,7 @@ def test_study_without_test_files_resumes_and_feeds_run(
     make_fake_dataset(tiny_data, "FashionMNIST")  # the same images, now with the test files
     cached = sorted((Path(stores["--vae-cache-dir"])).glob("*.pt"))
     run = ["run", "--methods", "vae-rbf-svm", "--datasets", "fashion-mnist", "--labels", "30"]
+    run += ["--tuned-dir", stores["--results-dir"]]  # where `tune` wrote its choices
     # tuned with --epochs 1: the same settings or nothing; seed 1 was never tuned
     assert main([*run, "--seeds", "0", "--params", "tuned", *common[2:]]) == 2
     assert "was tuned with epochs=1, but this run has epochs=None" in capsys.readouterr().err
@@ -131,6 +132,7 @@ def test_bad_input_exits_2_before_anything_is_created(
 def test_method_without_search_space_is_refused(tiny_data: Path, stores, capsys) -> None:
     class Untunable(Method):
         name = "untunable-for-test"
+        version = 1
         description = "a method with nothing to tune"
 
         def fit(self, data):  # pragma: no cover - never reached
@@ -152,6 +154,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(
 ) -> None:
     class Broken(Method):
         name = "broken-for-test"
+        version = 1
         description = "a method whose fit always raises"
         defaults = {"C": 1.0}
 

@@ -1,4 +1,9 @@
-"""`report`: tables and plots from the FINISHED runs of one or several tracking stores."""
+"""`report`: merge tracking stores into the run archive, then rebuild tables and plots from it.
+
+This is the step that changes the published results: with the default RESULTS_DIR it merges
+the store's FINISHED runs into results/runs.csv and rebuilds results/ and the README's block.
+On a fresh clone, with no store, it rebuilds them from the committed archive alone.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,26 @@ from pathlib import Path
 
 from benchmark.options import DEFAULT_RESULTS_DIR, add_command, add_common
 
+README = Path("README.md")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "report", help="write mean ± std tables and plots from FINISHED runs")
-    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
+    p = add_command(
+        sub,
+        "report",
+        help="merge a store's runs into the run archive; tables and plots from the archive",
+    )
+    p.add_argument(
+        "--results-dir",
+        default=DEFAULT_RESULTS_DIR,
+        help="where the archive (runs.csv), the tables and the plots are",
+    )
     p.add_argument(
         "--also-from",
         action="append",
         default=[],
         metavar="URI",
-        help="another MLflow tracking URI whose FINISHED runs join the tables (repeatable)",
+        help="another MLflow tracking URI whose FINISHED runs join the archive (repeatable)",
     )
     p.add_argument(
         "--baseline",
@@ -27,21 +42,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--readme",
         metavar="PATH",
-        help="also replace the block between <!-- results:start --> and <!-- results:end -->"
-        " in this file with the new tables",
+        help="replace the block between <!-- results:start --> and <!-- results:end --> in this"
+        f" file (default: {README} when writing the default --results-dir)",
     )
+    p.add_argument("--no-readme", action="store_true", help="leave the README alone")
     add_common(p, data=False)
     p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    readme = args.readme
+    if readme is None and not args.no_readme and args.results_dir == DEFAULT_RESULTS_DIR:
+        readme = str(README) if README.is_file() else None
     return report(
         args.tracking_uri,
         args.experiment,
         Path(args.results_dir),
         args.also_from,
         args.baseline,
-        args.readme,
+        None if args.no_readme else readme,
     )
 
 
@@ -53,34 +72,35 @@ def report(
     baseline: str = "pixel-svm",
     readme: str | None = None,
 ) -> int:
-    """Tables from one store, or several (a colleague's, a study run apart): where two hold the
-    same cell, the latest run wins, as within one store."""
-    import pandas as pd  # pandas, MLflow, matplotlib: only when a report is made
-
-    from benchmark import preflight
+    """Merge each store's FINISHED runs into RESULTS_DIR/runs.csv (rows of other stores stay),
+    then write the tables from the whole archive."""
+    from benchmark import archive, preflight
     from benchmark import report as report_mod
     from benchmark.errors import UsageError
-    from benchmark.tracking import Tracker
+    from benchmark.grid_tables import store_rows
 
     for uri in also_from:
         path = uri.removeprefix("sqlite:///")
         if uri.startswith("sqlite:///") and not Path(path).is_file():
             raise UsageError(f"--also-from {uri}: no such SQLite file {path!r}; check the path.")
-    frames = [Tracker(uri, experiment).cell_runs("FINISHED") for uri in (tracking_uri, *also_from)]
-    frames = [f for f in frames if not f.empty]
-    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if runs.empty:
-        print(f"No FINISHED runs in experiment {experiment!r} yet; nothing to report.")
-        return 0
     results_dir = preflight.writable_dir(results_dir, "--results-dir")
+    new = archive.merge(*(store_rows(uri, experiment) for uri in (tracking_uri, *also_from)))
+    rows = archive.update(results_dir / archive.ARCHIVE_NAME, new)
+    if rows.empty:
+        print(f"No runs in {results_dir / archive.ARCHIVE_NAME} or the stores; nothing to report.")
+        return 0
+    stores = sorted(set(rows["store"]))
     caption = (
-        f"Every FINISHED cell in experiment {experiment!r} ({', '.join((tracking_uri, *also_from))});"
-        " the latest run of each cell and settings counts; rows whose settings differ from the"
-        " defaults say how."
+        f"Made by `python -m benchmark report` from the run archive `{archive.ARCHIVE_NAME}`"
+        f" ({len(rows)} runs from {len(stores)} store(s)). Each method with today's defaults;"
+        " other settings are in `variants.md`."
     )
-    summary = report_mod.write_report(runs, results_dir, caption, baseline)
+    summary = report_mod.write_report(rows, results_dir, caption, baseline)
     if readme:
         report_mod.update_readme(Path(readme), results_dir)
     print((results_dir / "summary.md").read_text())
-    print(f"wrote {results_dir}/summary.csv, summary.md and plots ({len(summary)} rows)")
+    print(
+        f"archive: {len(rows)} runs ({len(new)} from the stores read now);"
+        f" wrote {results_dir}/summary.md, summary.csv and plots ({len(summary)} rows)"
+    )
     return 0
