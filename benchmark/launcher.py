@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import archive, datasets, grid, options, preflight
+from benchmark import archive, datasets, grid, mlflow_views, options, preflight
 from benchmark.devices import resolve_device
 from benchmark.grid_tables import TableWriter, command_text, known_rows
 from benchmark.options import DEFAULT_STORAGE
@@ -108,6 +108,9 @@ def launch_tracked(
         f"{kind} ({len(cells)} cells)", {"kind": kind, "command": command}
     )
     tracker.log_params(parent, {**params, "device": str(device), "n_cells": len(cells)})
+    link = mlflow_views.save_grid_views(tracker, parent)
+    note = f"This grid's cells and their scores, grouped: [{link}]({link})"
+    tracker.set_tags(parent, {"view": link, "mlflow.note.content": note})
     options = RunOptions(
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
@@ -129,7 +132,19 @@ def launch_tracked(
         status = "FAILED" if failures else "FINISHED"
     finally:
         tracker.finish(parent, status)
+        print(f"Compare the cells in MLflow: {link}{_ui_hint(args.tracking_uri)}", flush=True)
     return failures, cells
+
+
+def _ui_hint(tracking_uri: str) -> str:
+    """How to start the UI for a local store (a tracking server is its own UI)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return ""
+    folder = Path(tracking_uri[len("sqlite:///") :]).parent
+    return (
+        f"\n  (start the UI first: mlflow ui --backend-store-uri {tracking_uri}"
+        f" --default-artifact-root {folder / 'artifacts'})"
+    )
 
 
 def run_grid(args: argparse.Namespace) -> int:

@@ -224,11 +224,13 @@ def _ordered(part: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _dataset_section(part: pd.DataFrame, baseline: str) -> list[str]:
+def _dataset_section(part: pd.DataFrame, baseline: str, paired: bool = True) -> list[str]:
     part = _ordered(part)
     usual = int(part["n"].mode().max())
     lines = [f"## {part['dataset'].iloc[0]} (seeds per cell: {usual} unless marked)\n"]
     lines += _pivot(part, lambda r: _accuracy_cell(r, usual))
+    if not paired:
+        return lines + [""]
     others = part[part["method"] != baseline]
     if (part["method"] == baseline).any() and others["diff_vs_baseline"].notna().any():
         lines.append(
@@ -305,23 +307,40 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 PLOTS = ("accuracy_vs_labels", "differences_vs_baseline", "critical_difference")
 
 
+def readme_block(summary: pd.DataFrame, rel: str, baseline: str = DEFAULT_BASELINE) -> str:
+    """The README's results: the defaults' accuracy tables and the headline plot; the paired
+    differences and the ranking stay in summary.md, which the block links to."""
+    lines = []
+    for _, part in summary.groupby("dataset"):
+        lines += _dataset_section(part, baseline, paired=False)
+    lines.append(
+        f"Mean and Student-t 95 % interval over seeds; bold: not significantly below the best"
+        f" (paired t-test, 3 seeds or more). Paired differences to `{baseline}` and to each"
+        f" method's supervised-only reference, p-values and the ranking:"
+        f" [{rel}/summary.md]({rel}/summary.md); other settings: [{rel}/variants.md]"
+        f"({rel}/variants.md).\n"
+    )
+    lines.append(f"![accuracy against labels]({rel}/accuracy_vs_labels.png)")
+    return "\n".join(lines).replace("\n## ", "\n### ").replace("## ", "### ", 1)
+
+
 def update_readme(readme: Path, results_dir: Path) -> None:
-    """Replace the README's results block with summary.md (headings one level down) and the
-    plots, so the README shows exactly what the tables say."""
+    """Replace the README's results block with the defaults' tables (from summary.csv) and the
+    headline plot, so the README shows exactly what the tables say."""
     if not readme.is_file():
         raise UsageError(f"--readme {readme}: no such file.")
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise UsageError(f"--readme {readme}: it has no {README_START} ... {README_END} block.")
-    body = (results_dir / "summary.md").read_text().split("\n", 1)[1].strip()
-    body = body.replace("\n## ", "\n### ")
     rel = Path(os.path.relpath(results_dir, readme.parent)).as_posix()
-    plots_md = "\n".join(
-        f"![{name}]({rel}/{name}.png)" for name in PLOTS if (results_dir / f"{name}.png").exists()
-    )
+    try:
+        summary = pd.read_csv(results_dir / "summary.csv")
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        summary = pd.DataFrame()
+    body = readme_block(summary, rel) if not summary.empty else "No runs with today's defaults yet."
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
-    readme.write_text(f"{head}{README_START}\n{body}\n\n{plots_md}\n{README_END}{tail}")
+    readme.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
 def _variants_markdown(variants: pd.DataFrame, summary: pd.DataFrame, baseline: str) -> str:

@@ -42,7 +42,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 import methods
-from benchmark import plots, provenance, runtime
+from benchmark import plots, provenance, runtime, scoring
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.execute import CellResult, Workspace, run_cell
@@ -199,11 +199,12 @@ def _log_result(
     tracker.log_metrics(
         run_id,
         {
-            **result.scores,
+            **scoring.as_logged(result.scores),
             "fit_seconds": result.fit_seconds,
             "vae_train_seconds": result.vae_train_seconds,
         },
     )
+    tracker.set_tags(run_id, {"mlflow.note.content": _description(cell, result)})
     tracker.log_datasets(
         run_id,
         [
@@ -255,6 +256,16 @@ def _log_result(
         tracker.set_tags(run_id, {"vae_run_ids": ",".join(vae_runs)})
 
 
+def _description(cell: Cell, result: CellResult) -> str:
+    """The run page's description: the score first, then what was run."""
+    scores = scoring.as_logged(result.scores)
+    return (
+        f"**Test accuracy {scores['accuracy']:.2f} %** (macro-F1 {scores['macro_f1']:.2f} %):"
+        f" `{cell.method}` on {cell.dataset}, {cell.n_labels} labels, seed {cell.seed};"
+        f" settings: {cell.settings}; version {cell.code}."
+    )
+
+
 def queued_cell(trial: optuna.Trial) -> Cell:
     """The trial's cell, stamped with the version of the process that will run it: the queue
     may hold it from a launch made with other code, or from another machine's."""
@@ -278,6 +289,7 @@ def make_objective(tracker: Tracker, ws: Workspace, options: RunOptions):
         run_id = tracker.start_run(
             cell.label,
             {
+                "kind": "cell",
                 "cell_key": cell.key,
                 "code_version": cell.code,
                 "cell_params": cell.params,

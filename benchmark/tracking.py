@@ -117,26 +117,44 @@ class Tracker:
             return self.client.get_experiment_by_name(name).experiment_id
 
     def start_run(
-        self, name: str, tags: Mapping[str, str] | None = None, parent_id: str | None = None
+        self,
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_id: str | None = None,
+        started_s_ago: float = 0.0,
     ) -> str:
+        """A new run; `started_s_ago` dates its start back, for work done before it was opened
+        (a VAE trained before its run exists), so the UI's Duration covers that work."""
         all_tags = {"git_commit": git_commit(), **(tags or {})}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
-        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        start = int((time.time() - started_s_ago) * 1000)
+        run = self.client.create_run(
+            self.experiment_id, start_time=start, tags=all_tags, run_name=name
+        )
         return run.info.run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Parameters as text; one that is None (an option not given) is not logged."""
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
+        given = sorted((k, v) for k, v in params.items() if v is not None)
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in given]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        model_id: str | None = None,
+    ) -> None:
+        """Metrics of a run at a step; with `model_id` they are the logged model's too."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        items = [Metric(k, float(v), now, step, model_id=model_id) for k, v in metrics.items()]
         if items:
             self.client.log_batch(run_id, metrics=items)
 

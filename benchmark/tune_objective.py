@@ -149,7 +149,7 @@ def cross_validate(
         )
         method.fit(data)
         predicted = np.asarray(method.predict(task.x[task.split.labeled[held_pos]]))
-        accuracies.append(float(np.mean(predicted == task.split.labels[held_pos])))
+        accuracies.append(100 * float(np.mean(predicted == task.split.labels[held_pos])))
         log("fold_accuracy", accuracies[-1], j)
     return accuracies
 
@@ -157,7 +157,7 @@ def cross_validate(
 def make_objective(
     task: CVTask, tracker: Tracker, parent_run_id: str, study_name: str
 ) -> Callable[[optuna.Trial], float]:
-    """Objective = mean CV accuracy; each trial is one MLflow child run of the study's run."""
+    """Objective = mean CV accuracy in %; each trial is one MLflow child run of the study's run."""
 
     def objective(trial: optuna.Trial) -> float:
         params = {**task.base_params, **task.method.search_space(trial)}

@@ -60,7 +60,9 @@ def history_callback(
                 {"trial_cv_accuracy": trial.value, "best_cv_accuracy": best.value},
                 step=trial.number,
             )
-            outcome = f"cv_accuracy {trial.value:.4f} (best {best.value:.4f}, trial {best.number})"
+            outcome = (
+                f"cv_accuracy {trial.value:.2f} % (best {best.value:.2f} %, trial {best.number})"
+            )
         elif trial.state == TrialState.PRUNED:
             outcome = f"pruned at VAE epoch {(trial.last_step or 0) + 1}"
         else:

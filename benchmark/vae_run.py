@@ -1,10 +1,13 @@
 """Each trained VAE as an MLflow run of its own: the core every method shares, made visible.
 
-The run holds the VAE's config, its training loss per epoch and seconds, a grid of training
-images over their reconstructions, samples from the prior, a 2-D PCA of latent means coloured
-by class (a picture for people: no method sees those labels), and the weights as an MLflow
-PyTorch model with a signature (`mlflow.pytorch.load_model(RUN_ARTIFACT_URI + "/model")` gives a
-module whose forward returns latent means). Cells tag the runs of the VAEs they used.
+The run spans the training (its start is set back by the training seconds, so the UI's
+Duration is the training's) and holds the VAE's config, its training loss per epoch and
+seconds, a grid of training images over their reconstructions, samples from the prior, a 2-D
+PCA of latent means coloured by class (a picture for people: no method sees those labels). The
+encoder is an MLflow 3 logged model ("vae-DATASET-seedS-zZ", under the experiment's Models, with the
+config as its parameters and the final loss and seconds as its metrics), saved in MLflow's safe
+`pt2` format: `mlflow.pytorch.load_model("models:/MODEL_ID")` gives a module whose forward
+returns latent means. Cells tag the runs of the VAEs they used.
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ def log_vae_run(
     run_id = published_run(tracker, key)
     published = run_id is not None
     if run_id is None:
-        run_id = tracker.start_run(name, {"kind": "vae", "vae_cache_key": key, **tags}, parent_id)
+        tags = {"kind": "vae", "vae_cache_key": key, **tags}
+        run_id = tracker.start_run(name, tags, parent_id, started_s_ago=trained.train_seconds)
     else:
         tracker.set_tags(run_id, {"mlflow.runName": name, **tags})
     status = "FAILED"
@@ -132,13 +136,16 @@ def log_vae_run(
         if not published:
             for epoch, loss in enumerate(trained.history):
                 tracker.log_metrics(run_id, {"neg_elbo": loss}, step=epoch)
-            tracker.log_metrics(run_id, {"train_seconds": trained.train_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             for path in pictures(trained.model, x, y, folder, seed, shape):
                 tracker.log_artifact(run_id, path)
-            _save_model(trained.model, x[:5], folder / "model")
-            tracker.client.log_artifacts(run_id, str(folder / "model"), "model")
+            model_name = f"vae-{dataset}-seed{seed}-z{config.latent_dim}"
+            model_id = _log_model(tracker, run_id, trained.model, x[:5], model_name)
+        final = {"final_neg_elbo": trained.history[-1]} if trained.history else {}
+        seconds = {"train_seconds": trained.train_seconds}
+        tracker.log_metrics(run_id, {**final, **seconds}, model_id=model_id)
+        tracker.set_tags(run_id, {"model_id": model_id})
         status = "FINISHED"
     finally:
         if not published:  # a published run is FINISHED already: its cache file is what counts
@@ -146,18 +153,26 @@ def log_vae_run(
     return run_id
 
 
-def _save_model(vae: VAE, example: np.ndarray, path: Path) -> None:
+def _log_model(tracker: Tracker, run_id: str, vae: VAE, example: np.ndarray, name: str) -> str:
+    """The encoder as an MLflow 3 logged model of the run; its model id."""
+    import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     model = LatentMeans(copy.deepcopy(vae).cpu().eval())
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.save_model(
+    # log_model reads MLflow's process-wide store and experiment: point them at the tracker's
+    mlflow.set_tracking_uri(tracker.uri)
+    mlflow.set_experiment(experiment_id=tracker.experiment_id)
+    info = mlflow.pytorch.log_model(
         model,
-        str(path),
+        name=name,
+        run_id=run_id,
         signature=infer_signature(example, output),
         input_example=example,
-        serialization_format="pickle",  # plain module: loads on any torch with this project
+        serialization_format="pt2",  # a graph, not a pickle: loading runs no stored code
+        params={k: str(v) for k, v in vae.config.as_params().items()},
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )
+    return info.model_id

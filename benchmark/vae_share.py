@@ -64,6 +64,7 @@ class SharedVAEs:
             f"VAE z={config.latent_dim} ({key})",
             {"kind": "vae", "vae_cache_key": key},
             self.parent_run_id,
+            started_s_ago=trained.train_seconds,
         )
         status = "FAILED"
         try:

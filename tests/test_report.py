@@ -116,8 +116,10 @@ def test_readme_block_is_regenerated_from_the_tables(tmp_path) -> None:
     readme.write_text("intro\n<!-- results:start -->\nold table\n<!-- results:end -->\nrest\n")
     update_readme(readme, results)
     text = readme.read_text()
-    assert "old table" not in text and "made by a test" in text and text.endswith("rest\n")
-    assert "### mnist" in text and "![accuracy_vs_labels](results/accuracy_vs_labels.png)" in text
+    assert "old table" not in text and text.endswith("rest\n")
+    assert "### mnist" in text and "| m2 |" in text and "Paired" not in text.split("(")[0]
+    assert "![accuracy against labels](results/accuracy_vs_labels.png)" in text
+    assert "[results/summary.md](results/summary.md)" in text
 
 
 def test_a_run_made_under_older_defaults_is_not_filed_under_todays() -> None:
