@@ -307,7 +307,9 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 PLOTS = ("accuracy_vs_labels", "differences_vs_baseline", "critical_difference")
 
 
-def readme_block(summary: pd.DataFrame, rel: str, baseline: str = DEFAULT_BASELINE) -> str:
+def readme_block(
+    summary: pd.DataFrame, rel: str, baseline: str = DEFAULT_BASELINE, variants: bool = False
+) -> str:
     """The README's results: the defaults' accuracy tables and the headline plot; the paired
     differences and the ranking stay in summary.md, which the block links to."""
     lines = []
@@ -317,8 +319,9 @@ def readme_block(summary: pd.DataFrame, rel: str, baseline: str = DEFAULT_BASELI
         f"Mean and Student-t 95 % interval over seeds; bold: not significantly below the best"
         f" (paired t-test, 3 seeds or more). Paired differences to `{baseline}` and to each"
         f" method's supervised-only reference, p-values and the ranking:"
-        f" [{rel}/summary.md]({rel}/summary.md); other settings: [{rel}/variants.md]"
-        f"({rel}/variants.md).\n"
+        f" [{rel}/summary.md]({rel}/summary.md)"
+        + (f"; other settings: [{rel}/variants.md]({rel}/variants.md)" if variants else "")
+        + ".\n"
     )
     lines.append(f"![accuracy against labels]({rel}/accuracy_vs_labels.png)")
     return "\n".join(lines).replace("\n## ", "\n### ").replace("## ", "### ", 1)
@@ -337,7 +340,8 @@ def update_readme(readme: Path, results_dir: Path) -> None:
         summary = pd.read_csv(results_dir / "summary.csv")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         summary = pd.DataFrame()
-    body = readme_block(summary, rel) if not summary.empty else "No runs with today's defaults yet."
+    variants = (results_dir / "variants.md").exists()
+    body = readme_block(summary, rel, variants=variants) if not summary.empty else "No runs yet."
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
     readme.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
