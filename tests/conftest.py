@@ -57,7 +57,7 @@ def tiny_data(tmp_path: Path) -> Path:
 def real_data_root() -> Path | None:
     """Where the real MNIST and Fashion-MNIST are on this machine, if anywhere: the folder
     $BENCHMARK_DATA_DIR names, ../shared/data beside the clone (CI), or the download cache."""
-    from benchmark.datasets import default_cache_dir
+    from benchmark.data.datasets import default_cache_dir
 
     candidates = [os.environ.get("BENCHMARK_DATA_DIR"), REPO.parent / "shared" / "data"]
     candidates.append(default_cache_dir())

@@ -46,8 +46,8 @@ def tiny_root(folder: Path) -> Path:
 
 
 def _workspace(root: Path) -> Any:
-    from benchmark.execute import Workspace
-    from benchmark.vae_cache import VAECache
+    from benchmark.study.execute import Workspace
+    from benchmark.vaes.cache import VAECache
 
     return Workspace(root, torch.device("cpu"), VAECache(root / "cache"), progress=False)
 
@@ -55,8 +55,8 @@ def _workspace(root: Path) -> Any:
 def method_fingerprint(name: str, root: Path) -> str:
     """The class predicted for each of the 200 tiny test images, as a string of digits."""
     import methods
-    from benchmark import grid
-    from benchmark.execute import train_data
+    from benchmark.study import grid
+    from benchmark.study.execute import train_data
 
     torch.manual_seed(SEED)
     params, _ = grid.resolve_params(name, DATASET, N_LABELS, {**FAST, **PARAMS.get(name, {})})
@@ -83,8 +83,8 @@ def vae_fingerprint(root: Path) -> list[float]:
 def protocol_fingerprint(root: Path) -> str:
     """Hash of the scaled training images, nested labeled splits, and the scores of fixed
     predictions: what every cell's score passes through besides its method."""
-    from benchmark import scoring
-    from benchmark.splits import balanced_split
+    from benchmark.data import scoring
+    from benchmark.data.splits import balanced_split
 
     x, y, _ = _workspace(root).train_arrays(DATASET, 0)
     digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, archive_row, flatten
 
-from benchmark import archive
 from benchmark.cli import main
+from benchmark.reports import archive
 
 
 def frame(*rows: dict) -> pd.DataFrame:

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import methods
-from benchmark import grid
 from benchmark.cli import main
-from benchmark.execute import Workspace, run_cell
-from benchmark.vae_cache import VAECache
+from benchmark.study import grid
+from benchmark.study.execute import Workspace, run_cell
+from benchmark.vaes.cache import VAECache
 
 FAST = {"vae_epochs": 1, "epochs": 1, "latent_dim": 4}
 

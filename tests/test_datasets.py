@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import make_fake_dataset, write_idx
 
-from benchmark import datasets, options
+from benchmark import options
 from benchmark.cli import main
+from benchmark.data import datasets
 from benchmark.errors import DataError
 
 
@@ -124,8 +125,8 @@ def test_kmnist_is_opt_in_and_runs_offline_from_idx_files(
     meaning the study's MNIST + Fashion-MNIST."""
     from conftest import flatten, make_fake_dataset
 
-    from benchmark import datasets
     from benchmark.cli import main
+    from benchmark.data import datasets
 
     make_fake_dataset(tmp_path / "data", "KMNIST")
     assert "kmnist" not in options.parse_list(
@@ -151,9 +152,10 @@ def test_class_count_and_image_shape_flow_from_the_spec(tmp_path: Path, monkeypa
     import torch
     from conftest import write_idx
 
-    from benchmark import datasets, execute, grid
+    from benchmark.data import datasets
     from benchmark.errors import UsageError
-    from benchmark.vae_cache import VAECache
+    from benchmark.study import execute, grid
+    from benchmark.vaes.cache import VAECache
 
     spec = datasets.DatasetSpec("tiny4", "Tiny4", "Tiny4", "4 classes", 4, (6, 6), opt_in=True)
     monkeypatch.setitem(datasets.DATASETS, "tiny4", spec)

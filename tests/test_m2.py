@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 import methods
-from benchmark import datasets
+from benchmark.data import datasets
 from methods import _m2core, m1_m2
 from methods._m2core import M2, M2Config, batch_loss, train_m2
 from methods.base import TrainData

@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
 
-from benchmark import mlflow_views
 from benchmark.cli import main
+from benchmark.tracking import views as mlflow_views
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from conftest import REPO, flatten
 
-from benchmark import datasets, grid, preflight
 from benchmark.cli import main
+from benchmark.data import datasets, preflight
 from benchmark.errors import DataError
-from benchmark.plan import make_plan
-from benchmark.runner import enqueue, open_storage, study_name
+from benchmark.study import grid
+from benchmark.study.plan import make_plan
+from benchmark.workqueue.runner import enqueue, open_storage, study_name
 
 
 def run_args(data: Path, stores: dict[str, str], methods: str, **extra: str) -> list[str]:
@@ -110,7 +111,7 @@ def test_a_trial_interrupted_before_its_first_heartbeat_does_not_hang_the_rerun(
 
 
 def test_the_eta_weighs_cells_by_cost_and_learns_the_pace(monkeypatch) -> None:
-    from benchmark import progress as progress_mod
+    from benchmark.study import progress as progress_mod
 
     clock = [1000.0]
     monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
@@ -132,7 +133,7 @@ def test_the_eta_weighs_cells_by_cost_and_learns_the_pace(monkeypatch) -> None:
 
 
 def test_the_eta_counts_down_during_a_long_cell_and_says_when_it_is_overrun(monkeypatch) -> None:
-    from benchmark import progress as progress_mod
+    from benchmark.study import progress as progress_mod
 
     clock = [1000.0]
     monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
@@ -150,7 +151,7 @@ def test_the_eta_counts_down_during_a_long_cell_and_says_when_it_is_overrun(monk
 
 def test_a_log_gets_one_line_per_finished_cell_and_a_minutes_beat(monkeypatch, capsys) -> None:
     """`run ... > log` wrote the redrawn progress line hundreds of times into each line."""
-    from benchmark import progress as progress_mod
+    from benchmark.study import progress as progress_mod
 
     clock = [1000.0]
     monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])

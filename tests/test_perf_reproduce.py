@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from conftest import flatten
 
-from benchmark import cli, perf, published, reproduce
+from benchmark import cli
+from benchmark.reports import perf, published, reproduce
 
 PERF_KEYS = (
     "vae_epoch_seconds",

@@ -71,9 +71,9 @@ def test_the_readme_example_method_runs(tiny_data, tmp_path) -> None:
     import torch
 
     import methods
-    from benchmark import grid
-    from benchmark.execute import Workspace, run_cell
-    from benchmark.vae_cache import VAECache
+    from benchmark.study import grid
+    from benchmark.study.execute import Workspace, run_cell
+    from benchmark.vaes.cache import VAECache
 
     text = (REPO / "README.md").read_text()
     code = re.search(r"## Adding a method.*?```python\n(.*?)```", text, flags=re.S).group(1)

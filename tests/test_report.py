@@ -8,8 +8,8 @@ import pytest
 from conftest import archive_row
 from scipy import stats as sst
 
-from benchmark import stats
-from benchmark.report import markdown, tables
+from benchmark.reports import stats
+from benchmark.reports.tables import markdown, tables
 
 
 def runs(scores: dict[str, list[float]], dataset: str = "mnist", budget: int = 100) -> list[dict]:
@@ -108,7 +108,7 @@ def test_published_verdict_uses_our_interval() -> None:
 
 
 def test_readme_block_is_regenerated_from_the_tables(tmp_path) -> None:
-    from benchmark.report import update_readme, write_report
+    from benchmark.reports.tables import update_readme, write_report
 
     results = tmp_path / "results"
     write_report(pd.DataFrame(runs({"pixel-svm": BASE, "m2": BASE})), results, "made by a test")

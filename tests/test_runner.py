@@ -16,9 +16,9 @@ import torch
 from conftest import REPO, flatten, launch_together
 from mlflow.tracking import MlflowClient
 
-from benchmark import stats
 from benchmark.cli import main
-from benchmark.tracking import Tracker
+from benchmark.reports import stats
+from benchmark.tracking.client import Tracker
 from methods.base import REGISTRY, Method
 
 BASELINES = "pixel-svm,vae-gmm,vae-linear-svm,vae-rbf-svm"
@@ -398,7 +398,7 @@ def test_two_launchers_started_together_on_fresh_stores_run_each_cell_once(
 
 SIGTERM_IN_A_FINALISER = """
 import os, signal, sys, time
-from benchmark import runner
+from benchmark.workqueue import runner
 
 runner._install_interrupts()
 
@@ -439,7 +439,7 @@ def test_a_worker_whose_launcher_died_before_it_started_exits(
     import ctypes
     import types
 
-    from benchmark import runner
+    from benchmark.workqueue import runner
 
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: types.SimpleNamespace(prctl=lambda *a: 0))
     launcher = types.SimpleNamespace(pid=os.getppid() + 1)  # not this process's parent any more

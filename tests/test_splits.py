@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import datasets
+from benchmark.data import datasets
+from benchmark.data.splits import UNLABELED, balanced_split
 from benchmark.errors import UsageError
-from benchmark.splits import UNLABELED, balanced_split
 
 BUDGETS = (100, 600, 1000, 3000)
 

@@ -15,10 +15,11 @@ import torch
 from conftest import make_fake_dataset, write_idx
 
 import methods
-from benchmark import datasets, grid
-from benchmark.execute import Workspace, run_cell
-from benchmark.splits import balanced_split
-from benchmark.vae_cache import VAECache
+from benchmark.data import datasets
+from benchmark.data.splits import balanced_split
+from benchmark.study import grid
+from benchmark.study.execute import Workspace, run_cell
+from benchmark.vaes.cache import VAECache
 from methods.base import TrainData, vae_config_from
 from methods.vae import VAEConfig, train_vae
 

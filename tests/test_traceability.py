@@ -16,11 +16,13 @@ import torch
 from conftest import archive_row, flatten
 
 import methods
-from benchmark import grid, provenance, report
+from benchmark import provenance
 from benchmark.cli import main
 from benchmark.errors import UsageError
-from benchmark.execute import Workspace, train_data
-from benchmark.vae_cache import VAECache, cache_key
+from benchmark.reports import tables as report
+from benchmark.study import grid
+from benchmark.study.execute import Workspace, train_data
+from benchmark.vaes.cache import VAECache, cache_key
 from methods.vae import VAE, TrainedVAE, VAEConfig
 
 
@@ -238,7 +240,7 @@ def test_a_finished_cell_whose_code_changed_is_rerun_and_the_plan_says_so(
     assert main(run_args(tiny_data, stores)) == 0
     out = capsys.readouterr().out
     assert "1 to run (0 already finished, 1 to rerun because the code changed)" in out
-    from benchmark.tracking import Tracker
+    from benchmark.tracking.client import Tracker
 
     runs = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark").cell_runs("FINISHED")
     assert "a-fixed-bug" in set(runs["code_version"]) and len(runs) == 2
@@ -253,7 +255,7 @@ def test_a_cell_left_queued_by_an_older_launch_runs_under_todays_code_version() 
 
     import optuna
 
-    from benchmark.runner import enqueue
+    from benchmark.workqueue.runner import enqueue
 
     cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
     study = optuna.create_study()
@@ -270,7 +272,7 @@ def test_a_worker_stamps_a_queued_cell_with_its_own_code_version() -> None:
     run is made, and so must be stamped, by the code of the worker that pops it."""
     import dataclasses
 
-    from benchmark.runner import queued_cell
+    from benchmark.workqueue.runner import queued_cell
 
     cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
     older = dataclasses.replace(cell, code="older").to_json()

@@ -13,11 +13,11 @@ import torch
 from conftest import flatten, make_fake_dataset
 
 import methods
-from benchmark import tracking
 from benchmark.cli import main
-from benchmark.tune_objective import VAESource, stratified_folds
-from benchmark.tune_study import LaggardPruner
-from benchmark.vae_cache import VAECache
+from benchmark.tracking import client as tracking
+from benchmark.tune.objective import VAESource, stratified_folds
+from benchmark.tune.study import LaggardPruner
+from benchmark.vaes.cache import VAECache
 from methods.base import REGISTRY, Method
 from methods.vae import VAEConfig, train_vae
 

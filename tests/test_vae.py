@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import datasets, vae_cache
-from benchmark.vae_cache import VAECache, cache_key
+from benchmark.data import datasets
+from benchmark.vaes import cache as vae_cache
+from benchmark.vaes.cache import VAECache, cache_key
 from methods.training import TrainingDiverged
 from methods.vae import VAE, VAEConfig, train_vae
 

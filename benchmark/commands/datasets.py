@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from benchmark import datasets
+    from benchmark.data import datasets
     from benchmark.errors import UsageError
 
     usable = True

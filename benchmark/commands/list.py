@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import methods
-    from benchmark import datasets
+    from benchmark.data import datasets
 
     names = methods.available()
     width = max(map(len, [*names, *datasets.DATASETS])) + 2

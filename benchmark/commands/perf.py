@@ -26,6 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmark.perf import cmd_perf
+    from benchmark.reports.perf import cmd_perf
 
     return cmd_perf(args)

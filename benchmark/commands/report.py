@@ -74,10 +74,11 @@ def report(
 ) -> int:
     """Merge each store's FINISHED runs into RESULTS_DIR/runs.csv (rows of other stores stay),
     then write the tables from the whole archive."""
-    from benchmark import archive, preflight
-    from benchmark import report as report_mod
+    from benchmark.data import preflight
     from benchmark.errors import UsageError
-    from benchmark.grid_tables import store_rows
+    from benchmark.reports import archive
+    from benchmark.reports import tables as report_mod
+    from benchmark.study.tables import store_rows
 
     for uri in also_from:
         path = uri.removeprefix("sqlite:///")

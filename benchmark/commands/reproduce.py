@@ -16,6 +16,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmark.reproduce import cmd_reproduce
+    from benchmark.reports.reproduce import cmd_reproduce
 
     return cmd_reproduce(args)

@@ -48,6 +48,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmark import launcher
+    from benchmark.study import launcher
 
     return launcher.run_grid(args)

@@ -58,9 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmark.tune_request import request_from_args
+    from benchmark.tune.request import request_from_args
 
     request = request_from_args(args)
-    from benchmark import tune_study  # optuna, MLflow and torch training: only once input is valid
+    from benchmark.tune import (
+        study as tune_study,  # optuna, MLflow and torch training: only once input is valid
+    )
 
     return tune_study.run_study(request, args)

@@ -24,10 +24,10 @@ import optuna
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from benchmark.data.splits import LabeledSplit
 from benchmark.devices import seeded_generator
-from benchmark.splits import LabeledSplit
-from benchmark.tracking import Tracker
-from benchmark.vae_cache import VAECache, cache_key
+from benchmark.tracking.client import Tracker
+from benchmark.vaes.cache import VAECache, cache_key
 from methods.base import Method, MetricLogger, TrainData, VAEProvider
 from methods.vae import VAE, VAEConfig, negative_elbo
 

@@ -7,7 +7,7 @@ TPE sampler is re-seeded before every trial from (seed, trials already in the st
 single process is reproducible and a continued study does not replay its first points.
 
 Pruning: a trial that trains a new VAE reports the VAE's ELBO per epoch (see
-`benchmark.tune_objective`). The pruner stops it only if, at that epoch, its ELBO is more
+`benchmark.tune.objective`). The pruner stops it only if, at that epoch, its ELBO is more
 than 1% below that of every finished trial that trained a VAE. The ELBO is not the objective:
 on Fashion-MNIST (100 labels, 10 epochs) latent dimensions 5 to 58 were within about 1 nat of
 each other at every epoch while their CV accuracy ranged from 0.29 to 0.65 (driven by C and
@@ -33,23 +33,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 import methods
 from benchmark import runtime
-from benchmark import tune_outputs as outputs
+from benchmark.data.splits import balanced_split
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
-from benchmark.execute import Workspace
-from benchmark.locks import store_lock
-from benchmark.runner import open_storage
-from benchmark.splits import balanced_split
-from benchmark.tracking import Tracker
-from benchmark.tune_objective import (
+from benchmark.study.execute import Workspace
+from benchmark.tracking.client import Tracker
+from benchmark.tune import outputs
+from benchmark.tune.objective import (
     CVTask,
     TrialFailed,
     VAESource,
     make_objective,
     stratified_folds,
 )
-from benchmark.tune_request import TuneRequest
-from benchmark.vae_cache import VAECache
+from benchmark.tune.request import TuneRequest
+from benchmark.vaes.cache import VAECache
+from benchmark.workqueue.locks import store_lock
+from benchmark.workqueue.runner import open_storage
 
 
 class LaggardPruner(BasePruner):

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 import methods
-from benchmark.grid import Cell
+from benchmark.study.grid import Cell
 from methods.base import vae_config_from, vae_seconds
 from methods.vae import VAEConfig
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.tracking import Tracker
-from benchmark.vae_share import published_run
+from benchmark.tracking.client import Tracker
+from benchmark.vaes.share import published_run
 from methods.vae import VAE, TrainedVAE
 
 SAMPLE = 2000  # training images for the latent picture
@@ -119,7 +119,7 @@ def log_vae_run(
     shape: tuple[int, ...] = (28, 28),
 ) -> str:
     """One run for one trained VAE, with its pictures and model; returns its id. The run the
-    grid published the VAE's cache file in (`benchmark.vae_share`) is completed, not repeated."""
+    grid published the VAE's cache file in (`benchmark.vaes.share`) is completed, not repeated."""
     config = trained.model.config
     name = f"VAE {dataset} seed={seed} z={config.latent_dim}"
     tags = {"dataset": dataset, "seed": str(seed), "data_fingerprint": fingerprint}

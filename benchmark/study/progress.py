@@ -3,7 +3,7 @@ current cell.
 
 Cells differ in cost by three orders of magnitude (a pixel SVM in seconds, M2 in half an hour),
 so an ETA from cells per second is useless. The bar advances by each finished cell's estimated
-seconds (see `benchmark.plan`), and once some are done the remaining estimate is scaled by how
+seconds (see `benchmark.study.plan`), and once some are done the remaining estimate is scaled by how
 fast the estimates have really been met on this machine. Until then, the time spent since the
 last cell finished is taken off the estimate, so the ETA counts down during a long cell instead
 of standing still for hours. A thread redraws it every second, so both move during a long cell.
@@ -20,7 +20,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from benchmark.plan import duration
+from benchmark.study.plan import duration
 
 
 class GridProgress:

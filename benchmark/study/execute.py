@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 import methods
-from benchmark import datasets, scoring
-from benchmark.grid import Cell
-from benchmark.splits import LabeledSplit, balanced_split
-from benchmark.vae_cache import VAECache, cache_key
+from benchmark.data import datasets, scoring
+from benchmark.data.splits import LabeledSplit, balanced_split
+from benchmark.study.grid import Cell
+from benchmark.vaes.cache import VAECache, cache_key
 from methods.base import MetricLogger, TrainData, _no_log
 from methods.vae import VAE, TrainedVAE, VAEConfig
 

@@ -20,9 +20,9 @@ import optuna
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmark import grid
-from benchmark.tracking import Tracker
-from benchmark.tune_request import TuneRequest
+from benchmark.study import grid
+from benchmark.tracking.client import Tracker
+from benchmark.tune.request import TuneRequest
 
 STUDY_KIND = "tune-study"
 

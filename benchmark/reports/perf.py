@@ -26,11 +26,12 @@ import torch
 from torch.nn import functional as F
 
 import methods
-from benchmark import grid, options
+from benchmark import options
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
-from benchmark.execute import Workspace, train_data
-from benchmark.vae_cache import VAECache
+from benchmark.study import grid
+from benchmark.study.execute import Workspace, train_data
+from benchmark.vaes.cache import VAECache
 from methods.base import VAE_DEFAULTS, vae_config_from
 from methods.vae import VAE, VAEConfig, train_vae
 
@@ -114,7 +115,7 @@ def grid_run_args(
 
 def time_grid(run_args: argparse.Namespace) -> float:
     """Wall seconds of `python -m benchmark run`, end to end."""
-    from benchmark import launcher
+    from benchmark.study import launcher
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # keep --json output a single object

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark import archive, grid
-from benchmark import report as report_mod
-from benchmark.tracking import Tracker, finished_runs
+from benchmark.reports import archive
+from benchmark.reports import tables as report_mod
+from benchmark.study import grid
+from benchmark.tracking.client import Tracker, finished_runs
 
 # the options that say which cells a command asks for (paths and stores say where, not what)
 WHAT_OPTIONS = (

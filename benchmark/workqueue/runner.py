@@ -42,18 +42,20 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 import methods
-from benchmark import plots, provenance, runtime, scoring
+from benchmark import provenance, runtime
+from benchmark.data import scoring
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
-from benchmark.execute import CellResult, Workspace, run_cell
-from benchmark.grid import Cell
-from benchmark.locks import store_lock
-from benchmark.plan import Plan
-from benchmark.progress import GridProgress
-from benchmark.tracking import Tracker
-from benchmark.vae_cache import VAECache
-from benchmark.vae_run import log_vae_run
-from benchmark.vae_share import SharedVAEs
+from benchmark.reports import plots
+from benchmark.study.execute import CellResult, Workspace, run_cell
+from benchmark.study.grid import Cell
+from benchmark.study.plan import Plan
+from benchmark.study.progress import GridProgress
+from benchmark.tracking.client import Tracker
+from benchmark.vaes.cache import VAECache
+from benchmark.vaes.runs import log_vae_run
+from benchmark.vaes.share import SharedVAEs
+from benchmark.workqueue.locks import store_lock
 
 SQLITE_TIMEOUT_S = 60
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmark.locks import store_lock
-from benchmark.tracking import Tracker
+from benchmark.tracking.client import Tracker
+from benchmark.workqueue.locks import store_lock
 from methods.vae import TrainedVAE
 
 ARTIFACT_FOLDER = "cache"
@@ -58,7 +58,7 @@ class SharedVAEs:
 
     def publish(self, key: str, path: Path, trained: TrainedVAE) -> None:
         """The VAE's run: its cache file, config and loss curve. The cell that trained it adds
-        the pictures and the MLflow model later (`benchmark.vae_run`), with the data it has."""
+        the pictures and the MLflow model later (`benchmark.vaes.runs`), with the data it has."""
         config = trained.model.config
         run_id = self.tracker.start_run(
             f"VAE z={config.latent_dim} ({key})",

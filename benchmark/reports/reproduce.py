@@ -15,10 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import datasets, grid, options, published, stats
-from benchmark import report as report_mod
-from benchmark.grid_tables import known_rows
-from benchmark.launcher import exit_code, launch_tracked
+from benchmark import options
+from benchmark.data import datasets
+from benchmark.reports import published, stats
+from benchmark.reports import tables as report_mod
+from benchmark.study import grid
+from benchmark.study.launcher import exit_code, launch_tracked
+from benchmark.study.tables import known_rows
 
 
 def compared_methods() -> list[str]:
@@ -86,7 +89,7 @@ def _ours(summary: pd.DataFrame, method: str, dataset: str) -> dict[int, Ours]:
 
 
 def _reason(row: published.PublishedRow, n: int, diff: float, ours: Ours) -> str:
-    """Where the published figure lies against our 95 % interval (benchmark.stats)."""
+    """Where the published figure lies against our 95 % interval (benchmark.reports.stats)."""
     _, low, high, n_seeds = ours
     if n_seeds < 2:
         return f"only {n_seeds} seed ran, so there is no interval to judge the gap by"

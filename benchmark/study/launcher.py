@@ -10,14 +10,18 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import archive, datasets, grid, mlflow_views, options, preflight
+from benchmark import options
+from benchmark.data import datasets, preflight
 from benchmark.devices import resolve_device
-from benchmark.grid_tables import TableWriter, command_text, known_rows
 from benchmark.options import DEFAULT_STORAGE
-from benchmark.plan import Plan, make_plan
-from benchmark.runner import RunOptions, launch
-from benchmark.tracking import Tracker
-from benchmark.vae_cache import VAECache, cache_key
+from benchmark.reports import archive
+from benchmark.study import grid
+from benchmark.study.plan import Plan, make_plan
+from benchmark.study.tables import TableWriter, command_text, known_rows
+from benchmark.tracking import views as mlflow_views
+from benchmark.tracking.client import Tracker
+from benchmark.vaes.cache import VAECache, cache_key
+from benchmark.workqueue.runner import RunOptions, launch
 from methods.vae import VAEConfig
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import datasets
+from benchmark.data import datasets
 from benchmark.errors import UsageError
 
 

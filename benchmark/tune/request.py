@@ -4,7 +4,7 @@
 method's own search space (its `search_space(trial)`, next to its defaults). Each trial is scored
 by stratified k-fold cross-validation on the labeled images of the budget alone, so the test
 files are never opened; the best parameters go to results/tuned/M-D-N-seedS.json (one per seed) for
-`run --params tuned`. The study itself lives in `benchmark.tune_study`, imported only when needed.
+`run --params tuned`. The study itself lives in `benchmark.tune.study`, imported only when needed.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import methods
-from benchmark import datasets, grid
+from benchmark.data import datasets
+from benchmark.data.splits import check_budget
 from benchmark.errors import UsageError
-from benchmark.splits import check_budget
+from benchmark.study import grid
 
 MAX_FOLDS = 5
 MIN_LABELS_PER_CLASS = 2  # a class needs one image to fit on and one to score in every fold

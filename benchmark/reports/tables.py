@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import plots, provenance, stats
+from benchmark import provenance
 from benchmark.errors import UsageError
-from benchmark.grid import settings_label
+from benchmark.reports import plots, stats
+from benchmark.study.grid import settings_label
 
 DEFAULT_BASELINE = "pixel-svm"
 IDENTITY = ["method", "dataset", "n_labels", "seed", "settings"]

@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from benchmark.errors import UsageError
-from benchmark.locks import store_lock
 from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 from benchmark.provenance import git_commit
+from benchmark.workqueue.locks import store_lock
 
 MAX_PARAM_LENGTH = 6000
 OPEN_ATTEMPTS = 4

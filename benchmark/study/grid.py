@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from benchmark import datasets, provenance
+from benchmark import provenance
+from benchmark.data import datasets
+from benchmark.data.splits import check_budget
 from benchmark.errors import UsageError
-from benchmark.splits import check_budget
 
 DEFAULT_LABELS = (100, 600, 1000, 3000)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)

@@ -1,0 +1,1 @@
+"""The run archive, tables, statistics, plots, and the comparisons with published work."""

@@ -1,0 +1,1 @@
+"""A grid as cells: building them, planning, running one cell, launching, progress, tables."""

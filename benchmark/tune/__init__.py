@@ -1,0 +1,1 @@
+"""The `tune` command's request, study, cross-validated objective and outputs."""

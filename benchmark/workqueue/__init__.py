@@ -1,0 +1,1 @@
+"""The grid's work queue on Optuna storage, its workers, and the store locks."""
