@@ -140,7 +140,7 @@ import logging, os, warnings
 import matplotlib.pyplot, mlflow, numpy, optuna, pandas, scipy.stats, scikit_posthocs, sklearn, torch
 before = (list(warnings.filters), {n: logging.getLogger(n).level for n in ("alembic", "optuna",
           "mlflow.tracking")}, os.environ.get("MPLBACKEND"))
-import benchmark.workqueue.runner, benchmark.tracking.client, benchmark.vaes.runs, benchmark.tune.study, methods
+import benchmark.workqueue.dispatch, benchmark.tracking.client, benchmark.vaes.runs, benchmark.tune.study, methods
 methods.available()
 after = (list(warnings.filters), {n: logging.getLogger(n).level for n in ("alembic", "optuna",
          "mlflow.tracking")}, os.environ.get("MPLBACKEND"))

@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import pytest
 from conftest import REPO, flatten
@@ -19,7 +17,7 @@ from benchmark.data import datasets, preflight
 from benchmark.errors import DataError
 from benchmark.study import grid
 from benchmark.study.plan import make_plan
-from benchmark.workqueue.runner import enqueue, open_storage, study_name
+from benchmark.workqueue.queue import CellQueue, open_storage, study_name
 
 
 def run_args(data: Path, stores: dict[str, str], methods: str, **extra: str) -> list[str]:
@@ -86,18 +84,16 @@ def test_a_trial_interrupted_before_its_first_heartbeat_does_not_hang_the_rerun(
         cells = grid.with_fingerprints(cells, preflight.check_data({"mnist": {20}}, str(tiny_data)))
         storage = open_storage(stores["--storage"])
         name = study_name("ssl-vae-benchmark", cells)
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
-        enqueue(study, cells, force=False)
-        study.ask()  # popped: RUNNING, and the process "dies" before any heartbeat
+        queue = CellQueue.create(storage, stores["--storage"], name, cells)
+        queue.enqueue(cells, force=False)
+        queue.study.ask()  # popped: RUNNING, and the process "dies" before any heartbeat
     finally:
         os.environ.pop("BENCHMARK_HEARTBEAT_SECONDS")
     env = {**os.environ, "BENCHMARK_HEARTBEAT_SECONDS": "1", "PYTHONPATH": str(REPO)}
-    start = time.time()
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmark", *args], env=env, capture_output=True, timeout=240
+    done = subprocess.run(  # a hang is the failure: the timeout only bounds it
+        [sys.executable, "-m", "benchmark", *args], env=env, capture_output=True, timeout=600
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert time.time() - start < 200
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(stores["--tracking-uri"])

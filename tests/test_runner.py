@@ -398,9 +398,9 @@ def test_two_launchers_started_together_on_fresh_stores_run_each_cell_once(
 
 SIGTERM_IN_A_FINALISER = """
 import os, signal, sys, time
-from benchmark.workqueue import runner
+from benchmark.workqueue import workers
 
-runner._install_interrupts()
+workers._install_interrupts()
 
 class Finalised:
     def __del__(self):  # the launcher's SIGTERM lands while this runs (as in SQLAlchemy's GC)
@@ -439,14 +439,14 @@ def test_a_worker_whose_launcher_died_before_it_started_exits(
     import ctypes
     import types
 
-    from benchmark.workqueue import runner
+    from benchmark.workqueue import workers
 
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: types.SimpleNamespace(prctl=lambda *a: 0))
     launcher = types.SimpleNamespace(pid=os.getppid() + 1)  # not this process's parent any more
-    monkeypatch.setattr(runner.mp, "parent_process", lambda: launcher)
+    monkeypatch.setattr(workers.mp, "parent_process", lambda: launcher)
     with pytest.raises(SystemExit):
-        runner._die_with_parent()
+        workers._die_with_parent()
     monkeypatch.setattr(
-        runner.mp, "parent_process", lambda: types.SimpleNamespace(pid=os.getppid())
+        workers.mp, "parent_process", lambda: types.SimpleNamespace(pid=os.getppid())
     )
-    runner._die_with_parent()  # its launcher alive: it works on
+    workers._die_with_parent()  # its launcher alive: it works on

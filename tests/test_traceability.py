@@ -255,16 +255,16 @@ def test_a_cell_left_queued_by_an_older_launch_runs_under_todays_code_version() 
 
     import optuna
 
-    from benchmark.workqueue.runner import enqueue
+    from benchmark.workqueue.queue import CellQueue
 
     cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
-    study = optuna.create_study()
-    enqueue(study, [dataclasses.replace(cell, code="older")], force=False)
-    enqueue(study, [cell], force=False)  # a later launch, today's code
-    enqueue(study, [cell], force=False)  # and again: queued once, not once per launch
-    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert len(waiting) == 1
-    assert grid.Cell.from_json(study.ask().user_attrs["cell"]).code == cell.code
+    storage = optuna.storages.InMemoryStorage()
+    queue = CellQueue.create(storage, "memory", "grid", [cell])
+    queue.enqueue([dataclasses.replace(cell, code="older")], force=False)
+    queue.enqueue([cell], force=False)  # a later launch, today's code
+    queue.enqueue([cell], force=False)  # and again: queued once, not once per launch
+    assert len(queue.trials(optuna.trial.TrialState.WAITING)) == 1
+    assert grid.Cell.from_json(queue.study.ask().user_attrs["cell"]).code == cell.code
 
 
 def test_a_worker_stamps_a_queued_cell_with_its_own_code_version() -> None:
@@ -272,7 +272,7 @@ def test_a_worker_stamps_a_queued_cell_with_its_own_code_version() -> None:
     run is made, and so must be stamped, by the code of the worker that pops it."""
     import dataclasses
 
-    from benchmark.workqueue.runner import queued_cell
+    from benchmark.study.cell_run import queued_cell
 
     cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
     older = dataclasses.replace(cell, code="older").to_json()

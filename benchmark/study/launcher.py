@@ -21,7 +21,8 @@ from benchmark.study.tables import TableWriter, command_text, known_rows
 from benchmark.tracking import views as mlflow_views
 from benchmark.tracking.client import Tracker
 from benchmark.vaes.cache import VAECache, cache_key
-from benchmark.workqueue.runner import RunOptions, launch
+from benchmark.workqueue.dispatch import launch
+from benchmark.workqueue.workers import RunOptions
 from methods.vae import VAEConfig
 
 

@@ -49,7 +49,8 @@ from benchmark.tune.objective import (
 from benchmark.tune.request import TuneRequest
 from benchmark.vaes.cache import VAECache
 from benchmark.workqueue.locks import store_lock
-from benchmark.workqueue.runner import open_storage
+from benchmark.workqueue.queue import open_storage
+from benchmark.workqueue.workers import close_stale_run
 
 
 class LaggardPruner(BasePruner):
@@ -210,7 +211,7 @@ def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
     settings = study_settings(request, fingerprint)
     tracker = Tracker(args.tracking_uri, args.experiment)
     epochs = int(request.base_params.get("vae_epochs", request.base_params.get("epochs", 1)))
-    storage = open_storage(args.storage, tracker)
+    storage = open_storage(args.storage, close_stale_run(tracker))
     with store_lock(args.storage, f"tune-{request.study_name}"):  # machines started together
         study = open_study(storage, request, settings, epochs)  # create the study once
         parent = outputs.parent_run(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -106,23 +107,27 @@ def pictures(
     return made
 
 
+@dataclass(frozen=True)
+class VAEData:
+    """The training images a VAE was trained on, and what names them (for its run)."""
+
+    dataset: str
+    seed: int
+    fingerprint: str
+    x: np.ndarray
+    y: np.ndarray  # labels: only for the latent picture's colours, never seen by a method
+    shape: tuple[int, ...] = (28, 28)
+
+
 def log_vae_run(
-    tracker: Tracker,
-    parent_id: str | None,
-    key: str,
-    trained: TrainedVAE,
-    dataset: str,
-    seed: int,
-    fingerprint: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    shape: tuple[int, ...] = (28, 28),
+    tracker: Tracker, parent_id: str | None, key: str, trained: TrainedVAE, data: VAEData
 ) -> str:
     """One run for one trained VAE, with its pictures and model; returns its id. The run the
     grid published the VAE's cache file in (`benchmark.vaes.share`) is completed, not repeated."""
+    dataset, seed, x, y = data.dataset, data.seed, data.x, data.y
     config = trained.model.config
     name = f"VAE {dataset} seed={seed} z={config.latent_dim}"
-    tags = {"dataset": dataset, "seed": str(seed), "data_fingerprint": fingerprint}
+    tags = {"dataset": dataset, "seed": str(seed), "data_fingerprint": data.fingerprint}
     run_id = published_run(tracker, key)
     published = run_id is not None
     if run_id is None:
@@ -138,7 +143,7 @@ def log_vae_run(
                 tracker.log_metrics(run_id, {"neg_elbo": loss}, step=epoch)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            for path in pictures(trained.model, x, y, folder, seed, shape):
+            for path in pictures(trained.model, x, y, folder, seed, data.shape):
                 tracker.log_artifact(run_id, path)
             model_name = f"vae-{dataset}-seed{seed}-z{config.latent_dim}"
             model_id = _log_model(tracker, run_id, trained.model, x[:5], model_name)
