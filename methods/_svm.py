@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from methods.params import POSITIVE, Rule
+
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
+
+
+C_RULES: dict[str, Rule] = {"C": POSITIVE}
+SVM_RULES: dict[str, Rule] = {**C_RULES, "gamma": Rule(gt=0, words=("scale", "auto"))}
 
 
 def rbf_svc(params: dict[str, Any], standardize: bool) -> Pipeline:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from methods.params import COMMON_RULES, Rule, coerce_all
+from methods.params import AT_LEAST_ONE, POSITIVE, Rule, coerce_all
 from methods.training import Checkpoint
 from methods.vae import VAE, VAEConfig
 
@@ -83,8 +83,9 @@ class Method(ABC):
     reference: ClassVar[str | None] = None
     uses_vae: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = {}
-    # Ranges and choices beyond each default's type (methods.params.COMMON_RULES covers the
-    # usual names); a value outside them is refused before any data is loaded.
+    # Each parameter's range or choices beyond its default's type, declared on the class (the
+    # shared groups: VAE_RULES, methods._svm.SVM_RULES, methods._m2.M2_RULES); a value outside
+    # them is refused before any data is loaded.
     rules: ClassVar[Mapping[str, Rule]] = {}
     # For a parameter added after runs were made: the value that does what the method did
     # before it existed, so the report can say how those runs differ instead of "not logged".
@@ -110,9 +111,7 @@ class Method(ABC):
         REGISTRY[cls.name] = cls
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = coerce_all(
-            self.name, params, self.defaults, {**COMMON_RULES, **self.rules}
-        )
+        self.params: dict[str, Any] = coerce_all(self.name, params, self.defaults, self.rules)
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -120,9 +119,11 @@ class Method(ABC):
         return {}
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: Mapping[str, Any]) -> float:
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: Mapping[str, Any], n_classes: int = 10
+    ) -> float:
         """Rough seconds of one cell (fit, predict, score) on the reference 2-core CPU, not
-        counting the shared VAE's training. Only the run plan and its ETA use it, so a method
+        counting the shared VAE's training, for a dataset of `n_classes` classes. Only the run plan and its ETA use it, so a method
         that is an order of magnitude costlier must say so here."""
         return 5.0
 
@@ -166,6 +167,15 @@ VAE_DEFAULTS: dict[str, Any] = {
 }
 
 
+VAE_RULES: dict[str, Rule] = {
+    "latent_dim": AT_LEAST_ONE,
+    "vae_hidden": Rule(pattern=r"[1-9][0-9]*(,[1-9][0-9]*)*"),
+    "vae_epochs": AT_LEAST_ONE,
+    "vae_batch_size": AT_LEAST_ONE,
+    "vae_lr": POSITIVE,
+}
+
+
 def suggest_latent_dim(trial: Any) -> dict[str, Any]:
     """The shared VAE's latent size, the search dimension every VAE method has."""
     return {"latent_dim": trial.suggest_int("latent_dim", 2, 64, log=True)}
@@ -189,6 +199,7 @@ class VAEFeatureMethod(Method):
     """Base for methods that work on the shared VAE's latent means."""
 
     uses_vae = True
+    rules = VAE_RULES
 
     def vae_config(self) -> VAEConfig:
         return vae_config_from(self.params)
@@ -201,7 +212,9 @@ class VAEFeatureMethod(Method):
         return self.vae_.latent_means(x)
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: Mapping[str, Any]) -> float:
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: Mapping[str, Any], n_classes: int = 10
+    ) -> float:
         return 3.0 + 0.002 * n_labels  # encode 70k images, fit on the budget
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -3,31 +3,20 @@
 The M1 VAE (trained on all images, no labels) turns pixels into features on which classes
 separate more easily; M2 then models those features with a Gaussian likelihood, using the
 unlabeled images the same way as on pixels. As in Kingma's code (`learn_yz_x_ss.py`), every
-training step draws each image's features afresh from q(z1 | x) = N(mu, sigma²), labeled and
-unlabeled alike, and prediction uses the means: with 100 labels, the classifier then learns
-from a neighbourhood of each labeled encoding instead of 100 points it fits at once.
-`sample_features=false` trains on the means (this harness's M1+M2 before that port). Also as
-in Kingma's code (`VAE_YZ_X`), M2's decoder predicts the variance of each feature per image;
-`decoder_variance=shared` learns one per feature instead. Both ports were adopted before they
-were measured; on MNIST with 100 labels the per-image variance scored 2.4 points lower on each
-of 3 seeds, and the choice is left to `tune` (CV inside the budget), not to those test figures.
+training step draws each image's features afresh from q(z1 | x) = N(mu, sigma²), so the
+classifier learns from a neighbourhood of each labeled encoding, and prediction uses the means
+(`sample_features=false` trains on the means). As in his `VAE_YZ_X`, M2's decoder predicts
+each feature's variance per image (`decoder_variance=shared` learns one per feature).
 
-Training follows Kingma's schedule (`_m2core.KINGMA_SCHEDULE`: each step weighs its labeled
-and unlabeled means by their share of the data, as his J/N; small Gaussian initial weights and
-no batch norm), but with a 10x step size for 300 passes instead of his 3,000: his full run
-reached 96.3 % on MNIST with 100 labels (one seed, 2 h on two threads), the compressed one
-94.8 and 96.1 on two seeds in 21 min each, where this harness's equal-weight scheme (the
-former default; the README gives its `--set` line) scored
-89-90. Of two step sizes tried (1e-3, 3e-3), the one kept is the one whose decoder and
-classifier agreed more on unlabeled images (0.957 vs 0.950), a criterion that reads no label.
-On Fashion-MNIST the schedule trusts M2's clusters of the M1 features more than the classes
-support: 65 % on seed 0, against 70 with the former scheme (see the README).
+Training follows his schedule (`KINGMA_SCHEDULE`: labeled and unlabeled means weighed by their
+share of the data, small Gaussian initial weights, no batch norm, labels spread over the
+epoch), with a 10x step size for a tenth of his passes, so a cell fits in minutes on a CPU;
+docs/methods.md says how that step size was chosen without reading a label.
 
 Only the VAE's active units (Burda et al. 2015: variance of the latent mean over the training
-images > 0.01) are kept, then standardised: a 50-dimensional VAE typically leaves most units
-collapsed (std ~0.05), and standardising those would turn them into unit-scale noise that M2
-then spends its likelihood on. Kingma used a 50-dimensional M1, so this method asks the cache
-for its own latent size: one more VAE to train per dataset and seed, shared by all budgets.
+images > 0.01) are kept, then standardised: standardising collapsed units would turn them into
+unit-scale noise that M2 spends its likelihood on. Kingma used a 50-dimensional M1, so this
+method asks the cache for its own latent size (one more VAE per dataset and seed).
 """
 
 from __future__ import annotations
@@ -38,17 +27,17 @@ import numpy as np
 import torch
 
 from methods._holdout import predict_classes
-from methods._m2core import (
+from methods._m2 import (
     KINGMA_SCHEDULE,
     LABELED_PASS,
     M2_DEFAULTS,
+    M2_RULES,
     SCHEDULE_DEFAULTS,
-    SCHEDULE_RULES,
     fit_m2,
     m2_seconds,
     suggest_m2,
 )
-from methods.base import VAE_DEFAULTS, Method, TrainData, vae_config_from
+from methods.base import VAE_DEFAULTS, VAE_RULES, Method, TrainData, vae_config_from
 from methods.params import Rule
 
 ACTIVE_VARIANCE = 0.01
@@ -103,7 +92,7 @@ class M1M2(Method):
         "decoder_variance": "per-image",
         **KINGMA_SCHEDULE,
     }
-    rules = {"decoder_variance": Rule(choices=("per-image", "shared")), **SCHEDULE_RULES}
+    rules = {**VAE_RULES, **M2_RULES, "decoder_variance": Rule(choices=("per-image", "shared"))}
     former_values = {"sample_features": False, "decoder_variance": "shared", **SCHEDULE_DEFAULTS}
 
     @classmethod
@@ -120,9 +109,11 @@ class M1M2(Method):
         }
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
+    ) -> float:
         n_inputs = int(params["latent_dim"])  # an upper bound: only the active units are kept
-        return m2_seconds(params, n_labels, n_train, n_inputs, _likelihood(params))
+        return m2_seconds(params, n_labels, n_train, n_inputs, _likelihood(params), n_classes)
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         z = self.vae_.latent_means(x)[:, self.active_]

@@ -2,7 +2,9 @@
 
 The unlabeled images enter through the ELBO summed over every class, weighted by the
 classifier's q(y|x); the labels through their ELBO and an auxiliary cross-entropy. It predicts
-argmax q(y|x). The model and its training live in `methods._m2core`, shared with `m1-m2`.
+argmax q(y|x). The model and its training live in `methods._m2`, shared with `m1-m2`; here
+each step weighs the labeled and unlabeled means equally, with batch norm (docs/methods.md says
+why).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from methods import _m2core
+from methods import _m2
 from methods._holdout import predict_classes
-from methods._m2core import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
+from methods._m2 import M2_DEFAULTS, fit_m2, m2_seconds, suggest_m2
 from methods.base import Method, TrainData
 
 LIKELIHOOD = "bernoulli"  # pixels in [0, 1], as in Kingma's and Pyro's M2
@@ -28,18 +30,20 @@ class M2Method(Method):
     description = (
         "Kingma's M2: class-conditional VAE + classifier on pixels, all classes summed out"
     )
-    defaults = {**M2_DEFAULTS, **_m2core.SCHEDULE_DEFAULTS}
-    rules = _m2core.SCHEDULE_RULES
+    defaults = {**M2_DEFAULTS, **_m2.SCHEDULE_DEFAULTS}
+    rules = _m2.M2_RULES
     # what every run did before the schedule could be set
-    former_values = _m2core.SCHEDULE_DEFAULTS
+    former_values = _m2.SCHEDULE_DEFAULTS
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         return {**suggest_m2(trial), "alpha": trial.suggest_float("alpha", 5.0, 500.0, log=True)}
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
-        return m2_seconds(params, n_labels, n_train, n_inputs=784, likelihood=LIKELIHOOD)
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
+    ) -> float:
+        return m2_seconds(params, n_labels, n_train, 784, LIKELIHOOD, n_classes)
 
     def fit(self, data: TrainData) -> None:
         x = torch.from_numpy(data.x).to(data.device)

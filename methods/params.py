@@ -145,30 +145,8 @@ def coerce_all(
     }
 
 
-# Rules shared by several methods' parameters.
+# Constraints several methods' parameters share; each method declares its own `rules` with them.
 POSITIVE = Rule(gt=0)
+NON_NEGATIVE = Rule(ge=0)
 AT_LEAST_ONE = Rule(ge=1)
 FRACTION = Rule(ge=0, le=0.9)
-COMMON_RULES: dict[str, Rule] = {
-    "latent_dim": AT_LEAST_ONE,
-    "vae_hidden": Rule(pattern=r"[1-9][0-9]*(,[1-9][0-9]*)*"),
-    "vae_epochs": AT_LEAST_ONE,
-    "vae_batch_size": AT_LEAST_ONE,
-    "vae_lr": POSITIVE,
-    "epochs": AT_LEAST_ONE,
-    "batch_size": AT_LEAST_ONE,
-    "labeled_batch_size": AT_LEAST_ONE,
-    "lr": POSITIVE,
-    "C": POSITIVE,
-    "gamma": Rule(gt=0, words=("scale", "auto")),
-    "alpha": Rule(ge=0),
-    "kingma_alpha": Rule(ge=0),
-    "val_fraction": FRACTION,
-    "z_dim": AT_LEAST_ONE,
-    "hidden": AT_LEAST_ONE,
-    "head_hidden": AT_LEAST_ONE,
-    "weight_decay": Rule(ge=0),
-    "rounds": AT_LEAST_ONE,
-    "components_per_class": AT_LEAST_ONE,
-    "covariance_type": Rule(choices=("full", "diag", "tied", "spherical")),
-}

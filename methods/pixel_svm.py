@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from methods._svm import rbf_svc, suggest_rbf
+from methods._svm import SVM_RULES, rbf_svc, suggest_rbf
 from methods.base import Method, TrainData
 
 
@@ -15,13 +15,16 @@ class PixelSVM(Method):
     version = 1
     description = "RBF-kernel SVC on the raw pixels of the labeled images (no VAE)"
     defaults = {"C": 10.0, "gamma": "scale"}
+    rules = SVM_RULES
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         return suggest_rbf(trial)
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
+    ) -> float:
         return 1.0 + 0.005 * n_labels  # predicting 10k test images against ~all labeled SVs
 
     def fit(self, data: TrainData) -> None:

@@ -18,8 +18,9 @@ from torch.nn import functional as F
 
 from benchmark.devices import seeded_generator
 from methods._holdout import accuracy, predict_classes, split_labeled
-from methods._m2core import M2, M2_DEFAULTS, M2_EPOCH_SECONDS, M2Config
+from methods._m2 import M2, M2_DEFAULTS, M2_EPOCH_SECONDS, M2_RULES, M2Config
 from methods.base import Method, TrainData
+from methods.params import AT_LEAST_ONE
 from methods.training import Loop, run_loop
 
 SHARED = ("hidden", "epochs", "batch_size", "labeled_batch_size", "lr", "val_fraction")
@@ -39,9 +40,12 @@ class SupervisedMLP(Method):
     version = 1
     description = "M2's classifier network trained on the labeled images alone (the SSL reference)"
     defaults = {k: M2_DEFAULTS[k] for k in SHARED}
+    rules = {**{k: M2_RULES[k] for k in SHARED}, "labeled_batch_size": AT_LEAST_ONE}
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
+    ) -> float:
         # one labeled minibatch per M2 step, through one network instead of M2's ten-class pass
         return 3.0 + int(params["epochs"]) * M2_EPOCH_SECONDS * (n_train / 60_000) * 0.02
 

@@ -178,7 +178,7 @@ def train_vae(
         model = VAE(x.shape[1], config)
         model.init_weights(torch.Generator().manual_seed(seed))  # CPU init: same on any device
         model.to(device)
-    # One fused kernel per step instead of ~6 ops per tensor: measured 15 % of a CPU epoch.
+    # One fused kernel per step instead of ~6 ops per tensor: a visible share of a CPU epoch.
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
     n = len(x)

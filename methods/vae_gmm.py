@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_latent_dim
+from methods.base import VAE_DEFAULTS, VAE_RULES, TrainData, VAEFeatureMethod, suggest_latent_dim
+from methods.params import AT_LEAST_ONE, Rule
 
 
 class VAEGMM(VAEFeatureMethod):
@@ -22,6 +23,11 @@ class VAEGMM(VAEFeatureMethod):
         "Gaussian mixture on all training latent means, initialised and named by the labels"
     )
     defaults = {**VAE_DEFAULTS, "covariance_type": "full", "components_per_class": 1}
+    rules = {
+        **VAE_RULES,
+        "covariance_type": Rule(choices=("full", "diag", "tied", "spherical")),
+        "components_per_class": AT_LEAST_ONE,
+    }
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

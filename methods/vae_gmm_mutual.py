@@ -17,6 +17,7 @@ import torch
 
 from methods._holdout import split_labeled
 from methods.base import TrainData, vae_config_from, vae_seconds
+from methods.params import AT_LEAST_ONE, FRACTION
 from methods.vae import train_vae
 from methods.vae_gmm import VAEGMM
 
@@ -26,6 +27,12 @@ class VAEGMMMutual(VAEGMM):
     version = 1
     description = "VAE⇄GMM mutual learning: the label-seeded GMM's means become each image's prior"
     defaults = {**VAEGMM.defaults, "rounds": 3, "epochs": 3, "val_fraction": 0.1}
+    rules = {
+        **VAEGMM.rules,
+        "rounds": AT_LEAST_ONE,
+        "epochs": AT_LEAST_ONE,
+        "val_fraction": FRACTION,
+    }
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -36,7 +43,9 @@ class VAEGMMMutual(VAEGMM):
         }
 
     @classmethod
-    def estimated_seconds(cls, n_labels: int, n_train: int, params: dict[str, Any]) -> float:
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
+    ) -> float:
         rounds, epochs = int(params["rounds"]), int(params["epochs"])
         return (
             30.0

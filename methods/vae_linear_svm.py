@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from methods._svm import linear_svc
-from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_latent_dim
+from methods._svm import C_RULES, linear_svc
+from methods.base import VAE_DEFAULTS, VAE_RULES, TrainData, VAEFeatureMethod, suggest_latent_dim
 
 
 class VAELinearSVM(VAEFeatureMethod):
@@ -15,6 +15,7 @@ class VAELinearSVM(VAEFeatureMethod):
     version = 1
     description = "LinearSVC on the shared VAE's latent means of the labeled images"
     defaults = {**VAE_DEFAULTS, "C": 1.0}
+    rules = {**VAE_RULES, **C_RULES}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

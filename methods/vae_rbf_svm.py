@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from methods._svm import rbf_svc, suggest_rbf
-from methods.base import VAE_DEFAULTS, TrainData, VAEFeatureMethod, suggest_latent_dim
+from methods._svm import SVM_RULES, rbf_svc, suggest_rbf
+from methods.base import VAE_DEFAULTS, VAE_RULES, TrainData, VAEFeatureMethod, suggest_latent_dim
 
 
 class VAERBFSVM(VAEFeatureMethod):
@@ -16,6 +16,7 @@ class VAERBFSVM(VAEFeatureMethod):
     reference = "pixel-svm"
     description = "RBF-kernel SVC on the shared VAE's latent means of the labeled images"
     defaults = {**VAE_DEFAULTS, "C": 10.0, "gamma": "scale"}
+    rules = {**VAE_RULES, **SVM_RULES}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 from conftest import REPO, flatten
 from mlflow.tracking import MlflowClient
 
-from methods._m2core import M2Config, train_m2
+from methods._m2 import M2Config, train_m2
 from methods.training import Checkpoint
 from methods.vae import VAEConfig, train_vae
 

@@ -61,3 +61,16 @@ def test_list_shows_every_method(capsys: pytest.CaptureFixture) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in methods.available())
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_every_numeric_parameter_declares_its_constraint_on_the_class(name: str) -> None:
+    """Constraints live on each method (scikit-learn's declared style), not in a global table
+    keyed on parameter names: a number without a declared range would take any value."""
+    cls = methods.get(name)
+    numeric = [
+        k for k, v in cls.defaults.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    assert [k for k in numeric if k not in cls.rules] == []
+    with pytest.raises(Exception, match="must be"):
+        cls(**{numeric[0]: -1}) if numeric else cls(no_such_parameter=1)

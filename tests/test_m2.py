@@ -17,8 +17,9 @@ from torch.nn import functional as F
 
 import methods
 from benchmark.data import datasets
-from methods import _m2core, m1_m2
-from methods._m2core import M2, M2Config, batch_loss, train_m2
+from methods import _m2, m1_m2
+from methods._m2 import M2, M2Config, batch_loss, train_m2
+from methods._m2 import training as m2_training
 from methods.base import TrainData
 from methods.vae import VAEConfig, train_vae
 
@@ -143,7 +144,7 @@ def _spy_on_batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
         seen.extend([x_u.detach().clone(), x_l.detach().clone()])
         return batch_loss(model, x_u, x_l, *rest, **kw)
 
-    monkeypatch.setattr(_m2core, "batch_loss", spy)
+    monkeypatch.setattr(m2_training, "batch_loss", spy)
     return seen
 
 
@@ -208,8 +209,8 @@ def test_each_epoch_logs_whether_the_decoder_uses_the_class() -> None:
         seed=0,
         log_metric=lambda k, v, s: curves.setdefault(k, []).append(v),
     )
-    params = {**_m2core.M2_DEFAULTS, "hidden": 16, "z_dim": 2, "epochs": 10, "batch_size": 50}
-    _m2core.fit_m2(torch.from_numpy(x), data, params, likelihood="gaussian")
+    params = {**_m2.M2_DEFAULTS, "hidden": 16, "z_dim": 2, "epochs": 10, "batch_size": 50}
+    _m2.fit_m2(torch.from_numpy(x), data, params, likelihood="gaussian")
     curve = curves["decoder_labeled_accuracy"]
     assert len(curve) == 10 and min(curve[-3:]) >= 0.85, curve
     # and, without reading a label, whether it agrees with the classifier on unlabeled images
@@ -220,7 +221,7 @@ def test_each_epoch_logs_whether_the_decoder_uses_the_class() -> None:
     model.init_weights(torch.Generator().manual_seed(0))
     model.eval()
     x_l, y_l = torch.from_numpy(x[:200]), torch.from_numpy(y[:200])
-    assert 0.2 <= _m2core.decoder_accuracy(model, x_l, y_l, 0) <= 0.8
+    assert 0.2 <= _m2.decoder_accuracy(model, x_l, y_l, 0) <= 0.8
 
 
 def test_data_share_weighting_is_kingmas_j_over_n() -> None:
@@ -247,7 +248,7 @@ def test_kingmas_schedule_trains_without_batch_norm_one_label_per_step(
         seen_labeled.append(len(x_l))
         return batch_loss(model, x_u, x_l, y_l, generator, terms, labeled_share)
 
-    monkeypatch.setattr(_m2core, "batch_loss", spy)
+    monkeypatch.setattr(m2_training, "batch_loss", spy)
     config = M2Config(
         z_dim=2,
         hidden=8,
@@ -273,7 +274,7 @@ def test_the_cost_model_tells_kingmas_schedule_from_the_default_as_measured() ->
     """Measured epochs on one CPU thread (13 active M1 units, per-image decoder variance):
     the default M1+M2 7.6 s, Kingma's schedule 4.1 s, pixel M2 28 s. A model of layer sizes
     alone put the first two within 6 % of each other, and the plan said 8 h for a 3.3 h cell."""
-    from methods._m2core import M2_DEFAULTS, m2_seconds
+    from methods._m2 import M2_DEFAULTS, m2_seconds
 
     default = {**M2_DEFAULTS, "epochs": 1}
     kingma = {**default, "hidden": 300, "batch_size": 599, "labeled_batch_size": 1}
@@ -300,7 +301,7 @@ def test_labeled_pass_spreads_the_labels_over_the_epochs_steps(
         seen.append(x_l[:, 0].clone())
         return batch_loss(model, x_u, x_l, y_l, generator, terms, labeled_share)
 
-    monkeypatch.setattr(_m2core, "batch_loss", spy)
+    monkeypatch.setattr(m2_training, "batch_loss", spy)
     config = M2Config(
         z_dim=2, hidden=8, epochs=1, batch_size=29, labeled_batch_size="pass",
         likelihood="gaussian", weighting="data-share", batch_norm=False, init_std=1e-3,
@@ -313,7 +314,7 @@ def test_labeled_pass_spreads_the_labels_over_the_epochs_steps(
 
 
 def test_the_cost_model_counts_the_labels_a_pass_puts_in_each_step() -> None:
-    from methods._m2core import m2_seconds
+    from methods._m2 import m2_seconds
 
     params = {**methods.get("m1-m2")().params, "labeled_batch_size": "pass"}
     fixed = {**params, "labeled_batch_size": 1}

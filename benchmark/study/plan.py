@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 import methods
+from benchmark.data import datasets
 from benchmark.study.grid import Cell
 from methods.base import vae_config_from, vae_seconds
 from methods.vae import VAEConfig
@@ -130,7 +131,9 @@ def _vae_config(cell: Cell) -> VAEConfig | None:
 
 
 def own_seconds(cell: Cell, n_train: int) -> float:
-    return methods.get(cell.method).estimated_seconds(cell.n_labels, n_train, cell.param_dict)
+    n_classes = datasets.get_spec(cell.dataset).n_classes
+    cls = methods.get(cell.method)
+    return cls.estimated_seconds(cell.n_labels, n_train, cell.param_dict, n_classes)
 
 
 def calibrate(history: pd.DataFrame) -> tuple[dict[str, float], str]:
@@ -144,7 +147,10 @@ def calibrate(history: pd.DataFrame) -> tuple[dict[str, float], str]:
             cls = methods.get(row.method)
             logged = json.loads(row.params)
             params = cls(**{k: v for k, v in logged.items() if k in cls.defaults}).params
-            estimate = cls.estimated_seconds(row.n_labels, row.subset or MNIST_TRAIN, params)
+            n_classes = datasets.get_spec(row.dataset).n_classes
+            estimate = cls.estimated_seconds(
+                row.n_labels, row.subset or MNIST_TRAIN, params, n_classes
+            )
         except Exception:  # a run of a method or parameter that no longer exists
             continue
         if estimate > 0 and math.isfinite(row.fit_seconds) and row.fit_seconds > 0:
