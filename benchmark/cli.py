@@ -15,14 +15,22 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from benchmark import runtime
 from benchmark.commands import COMMANDS
 from benchmark.errors import UsageError
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments get one line naming the problem and where help is, not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmark",
         description="Semi-supervised VAE benchmark: which method wins with few labels?",
     )

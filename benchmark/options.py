@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
+from pathlib import Path
 
 from benchmark.errors import UsageError
 
@@ -32,6 +33,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         ):
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative or absolute), or None for another URI."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def positive_int(text: str) -> int:

@@ -33,3 +33,28 @@ def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+
+
+def choose_threads(workers: int = 1) -> str:
+    """Torch threads for the cells this process runs, and why, in words.
+
+    Spawned workers use one thread each. One worker in this process uses the cores that are
+    free now: the machine's cores less its 1-minute load, at least one. A torch process with
+    two threads beside one busy core ran about ten times slower than with one, so a shared
+    machine gets one thread. A thread count the user set (OMP_NUM_THREADS, ...) is kept.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    if workers > 1:
+        return f"{workers} workers, one torch thread each"
+    for name in THREAD_VARIABLES:
+        if os.environ.get(name):
+            return f"{torch.get_num_threads()} torch thread(s), as {name} sets"
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    threads = max(1, min(cores, cores - busy))
+    torch.set_num_threads(threads)
+    return f"{threads} torch thread(s): {cores} cores, load {busy}"

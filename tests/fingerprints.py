@@ -4,7 +4,9 @@ Three kinds of computation carry a declared version (benchmark/provenance.py): e
 the shared VAE core, and the harness protocol (reading and scaling images, the labeled split,
 scoring). Their fingerprints here are compared with the ones recorded in fingerprints.json
 under the same version. Only public entry points are used, so the same functions can be run
-against an older commit to show that it computes what today's code does.
+against an older commit to show that it computes what today's code does. They run with one
+torch thread: another thread count sums in another order, and a test image near a boundary
+may change class.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def method_fingerprint(name: str, root: Path) -> str:
     from benchmark.study import grid
     from benchmark.study.execute import train_data
 
+    torch.set_num_threads(1)
     torch.manual_seed(SEED)
     params, _ = grid.resolve_params(name, DATASET, N_LABELS, {**FAST, **PARAMS.get(name, {})})
     cell = grid.Cell(name, DATASET, N_LABELS, SEED, grid.canonical(params))
@@ -73,6 +76,7 @@ def vae_fingerprint(root: Path) -> list[float]:
     in what the core computes moves them far beyond float noise across CPUs."""
     from methods.vae import VAEConfig, train_vae
 
+    torch.set_num_threads(1)
     x, _, _ = _workspace(root).train_arrays(DATASET, 0)
     config = VAEConfig(latent_dim=4, hidden=(32,), epochs=2, batch_size=64)
     trained = train_vae(torch.from_numpy(x.copy()), config, seed=SEED, progress=False)

@@ -112,7 +112,6 @@ def test_m2_fits_its_labels_and_is_not_worse_than_the_labeled_only_network(
     held-out images, 27 points below the labeled-only network (60 %); measured now: 57 %. So
     small a problem gives the unlabeled term little time; the point is that it no longer drags
     the classifier down."""
-    torch.set_num_threads(2)
     data, x_held, y_held = _mnist_task(real_data, 6000, 3)
     m2 = methods.get("m2")(**SMALL, z_dim=32, labeled_batch_size=30)
     m2.fit(data)

@@ -166,3 +166,23 @@ def test_a_log_gets_one_line_per_finished_cell_and_a_minutes_beat(monkeypatch, c
     assert "\r" not in err and len(lines) == 4  # two finished cells, two minutes' beats
     assert "1/2 cells" in lines[0] and "1/2 cells" in lines[2]
     assert "2/2 cells" in lines[-1]
+
+
+def test_a_bad_option_value_is_one_line_not_the_usage_text(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--workers", "0"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workers: must be at least 1, got 0" in err
+    assert "usage:" not in err and "--help" in err
+
+
+def test_a_bad_storage_url_exits_2_before_the_plan_and_leaves_no_run(
+    tiny_data: Path, stores: dict, tmp_path: Path, capsys
+) -> None:
+    args = run_args(tiny_data, stores, "pixel-svm", **{"--storage": "foo://nowhere"})
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "--storage 'foo://nowhere' cannot be opened here" in captured.err
+    assert "Plan:" not in captured.out
+    assert not (tmp_path / "mlruns").exists()  # no store, so no KILLED parent run in it

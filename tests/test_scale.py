@@ -185,7 +185,8 @@ def test_two_machines_on_postgres_and_an_mlflow_server(tiny_data: Path, tmp_path
         a_again = machine("a")
         wait_until(lambda: running_cell_of(client, experiment, b.pid), "machine b mid-cell")
         os.killpg(b.pid, signal.SIGSTOP)  # heartbeat every 1 s, stale after 3 s
-        time.sleep(12)  # the other machine pops a cell every ~3 s and fails the stale trial
+        # the other machine fails the stale trial and closes b's run as KILLED
+        wait_until(lambda: not running_cell_of(client, experiment, b.pid), "b's cell handed on")
         os.killpg(b.pid, signal.SIGCONT)
         codes = [a_again.wait(timeout=600), b.wait(timeout=600)]
         stderr = {n: (tmp_path / n / "stderr.txt").read_text()[-3000:] for n in "ab"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import types
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def test_tuned_params_come_from_each_seeds_own_file(tmp_path: Path) -> None:
 
 def test_a_missing_seed_file_names_the_tune_command(tmp_path: Path) -> None:
     _tune_file(tmp_path, 0, None)
-    with pytest.raises(UsageError, match="--labels 20 --seed 1`"):
+    with pytest.raises(UsageError, match="--labels 20 --seed 1 --results-dir"):
         grid.build_grid(["pixel-svm"], ["mnist"], [20], [0, 1], {}, "tuned", tmp_path)
 
 
@@ -240,10 +241,12 @@ def test_a_finished_cell_whose_code_changed_is_rerun_and_the_plan_says_so(
     assert main(run_args(tiny_data, stores)) == 0
     out = capsys.readouterr().out
     assert "1 to run (0 already finished, 1 to rerun because the code changed)" in out
+    from benchmark.tracking.cells import finished_cells
     from benchmark.tracking.client import Tracker
 
-    runs = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark").cell_runs("FINISHED")
-    assert "a-fixed-bug" in set(runs["code_version"]) and len(runs) == 2
+    done = finished_cells(Tracker(stores["--tracking-uri"], "ssl-vae-benchmark"))
+    (versions,) = done.values()  # one cell, FINISHED by two versions
+    assert "a-fixed-bug" in versions and len(versions) == 2
 
 
 def test_a_cell_left_queued_by_an_older_launch_runs_under_todays_code_version() -> None:
@@ -278,3 +281,23 @@ def test_a_worker_stamps_a_queued_cell_with_its_own_code_version() -> None:
     older = dataclasses.replace(cell, code="older").to_json()
     popped = queued_cell(types.SimpleNamespace(user_attrs={"cell": older}))
     assert popped == cell
+
+
+def test_the_suggested_tune_command_makes_the_file_the_run_asks_for(
+    tiny_data: Path, stores: dict, tmp_path: Path, capsys
+) -> None:
+    """`run --params tuned --subset N` suggested a `tune` command without --subset: following
+    it wrote a file tuned on all images, which the run refused again, suggesting the same."""
+    import shlex
+
+    tuned_dir = tmp_path / "tuned-here"
+    args = ["--methods", "pixel-svm", "--datasets", "mnist", "--labels", "20", "--seeds", "0"]
+    args += ["--subset", "300", "--params", "tuned", "--tuned-dir", str(tuned_dir)]
+    run = ["run", *args, "--data-dir", str(tiny_data), *flatten(stores)]
+    assert main(run) == 2
+    suggested = re.search(r"`(python -m benchmark tune [^`]*)`", capsys.readouterr().err).group(1)
+    assert "--subset 300" in suggested and f"--results-dir {tuned_dir}" in suggested
+    extra = ["--trials", "1", "--data-dir", str(tiny_data)]
+    extra += ["--tracking-uri", stores["--tracking-uri"], "--storage", stores["--storage"]]
+    assert main([*shlex.split(suggested)[3:], *extra]) == 0
+    assert main(run) == 0  # the file the suggestion wrote is the one the run accepts

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.options import DEFAULT_RESULTS_DIR, add_command, add_common
+from benchmark.options import DEFAULT_RESULTS_DIR, add_command, add_common, sqlite_path
 
 README = Path("README.md")
 
@@ -81,8 +81,8 @@ def report(
     from benchmark.study.tables import store_rows
 
     for uri in also_from:
-        path = uri.removeprefix("sqlite:///")
-        if uri.startswith("sqlite:///") and not Path(path).is_file():
+        path = sqlite_path(uri)
+        if path is not None and not path.is_file():
             raise UsageError(f"--also-from {uri}: no such SQLite file {path!r}; check the path.")
     results_dir = preflight.writable_dir(results_dir, "--results-dir")
     new = archive.merge(*(store_rows(uri, experiment) for uri in (tracking_uri, *also_from)))

@@ -13,6 +13,7 @@ import numpy as np
 
 from benchmark.data import datasets
 from benchmark.errors import UsageError
+from benchmark.options import sqlite_path
 
 
 def writable_dir(path: str | Path, option: str, create: bool = True) -> Path:
@@ -38,10 +39,26 @@ def writable_dir(path: str | Path, option: str, create: bool = True) -> Path:
     return path
 
 
+def storage_url(url: str, option: str) -> None:
+    """An Optuna storage URL SQLAlchemy can parse, with a driver installed here; checked before
+    the plan, so a typo costs no parent run."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except Exception as error:
+        raise UsageError(
+            f"{option} {url!r} cannot be opened here ({type(error).__name__}: {error}); use"
+            " sqlite:///PATH/optuna.db, or postgresql+psycopg://USER@HOST/DB after"
+            " `python -m pip install -e '.[postgres]'`."
+        ) from None
+
+
 def sqlite_parent(url: str | None, option: str, create: bool = True) -> None:
     """A sqlite:/// URL's folder must be usable; other URLs are checked when opened."""
-    if url and url.startswith("sqlite:///"):
-        writable_dir(Path(url[len("sqlite:///") :]).parent, option, create)
+    db = sqlite_path(url) if url else None
+    if db is not None:
+        writable_dir(db.parent, option, create)
 
 
 def check_class_sizes(ds: datasets.Dataset, budgets: Iterable[int], subset: int = 0) -> np.ndarray:

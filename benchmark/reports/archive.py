@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from benchmark.errors import DataError
+from benchmark.options import sqlite_path
 
 ARCHIVE_NAME = "runs.csv"
 PUBLISHED_ARCHIVE = Path("results") / ARCHIVE_NAME
@@ -62,8 +63,8 @@ def store_name(uri: str) -> str:
     """A store as people name it, without a machine's absolute path or a password:
     'mlruns/mlflow.db' for a SQLite file under the working directory, else its last three
     path parts; scheme, host and path for a server."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///") :])
+    path = sqlite_path(uri)
+    if path is not None:
         if not path.is_absolute():
             return path.as_posix()
         try:

@@ -25,6 +25,7 @@ from benchmark.data import scoring
 from benchmark.reports import plots
 from benchmark.study.execute import CellResult, Workspace, run_cell
 from benchmark.study.grid import Cell
+from benchmark.tracking.cells import close_orphans, has_finished
 from benchmark.tracking.client import Tracker
 from benchmark.vaes.runs import VAEData, log_vae_run
 from benchmark.workqueue.locks import store_lock
@@ -76,8 +77,8 @@ class CellRunner:
         cell = queued_cell(trial)
         force = bool(trial.user_attrs.get("force"))
         suggest_identity(trial, cell, trial.study.user_attrs["choices"])
-        self.tracker.close_orphans(cell.key)  # a kill before set_user_attr leaves one
-        if not force and self.tracker.has_finished(cell.key, cell.code):
+        close_orphans(self.tracker, cell.key)  # a kill before set_user_attr leaves one
+        if not force and has_finished(self.tracker, cell.key, cell.code):
             raise optuna.TrialPruned("cell already finished elsewhere")
         start = time.perf_counter()
         run_id = self._open(cell)
@@ -186,7 +187,7 @@ class CellRunner:
         stalled worker whose trial was handed on, woken up) never both end FINISHED."""
         tracker = self.tracker
         with store_lock(self.storage_url, FINISH_LOCK):
-            if not force and tracker.has_finished(cell.key, cell.code):
+            if not force and has_finished(tracker, cell.key, cell.code):
                 duplicate = "duplicate: another worker finished this cell first"
                 tracker.set_tags(run_id, {"error": duplicate})
                 return "KILLED"

@@ -14,6 +14,7 @@ from benchmark import provenance
 from benchmark.data import datasets
 from benchmark.data.splits import check_budget
 from benchmark.errors import UsageError
+from benchmark.options import DEFAULT_RESULTS_DIR
 
 DEFAULT_LABELS = (100, 600, 1000, 3000)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -77,8 +78,19 @@ def tuned_path(results_dir: Path, method: str, dataset: str, n_labels: int, seed
     return Path(results_dir) / "tuned" / f"{method}-{dataset}-{n_labels}-seed{seed}.json"
 
 
-def tune_command(method: str, dataset: str, n_labels: int, seed: int, epochs: Any) -> str:
-    extra = f" --epochs {epochs}" if epochs is not None else ""
+def tune_command(
+    method: str, dataset: str, n_labels: int, seed: int, overrides: Mapping[str, Any], path: Path
+) -> str:
+    """The `tune` command that writes the file `path` a run with `overrides` will accept: the
+    same --epochs and --subset, and the results folder the run reads (`path` is in its tuned/)."""
+    extra = ""
+    if overrides.get("epochs") is not None:
+        extra += f" --epochs {overrides['epochs']}"
+    if overrides.get("subset"):
+        extra += f" --subset {overrides['subset']}"
+    results = path.parent.parent
+    if results != Path(DEFAULT_RESULTS_DIR):
+        extra += f" --results-dir {results}"
     return (
         f"python -m benchmark tune --method {method} --dataset {dataset} --labels {n_labels}"
         f" --seed {seed}{extra}"
@@ -90,10 +102,11 @@ def _tuned_params(
 ) -> dict[str, Any]:
     """The tuned file's parameters, refused if absent or tuned under other settings."""
     epochs = overrides.get("epochs")
+    command = tune_command(method, dataset, n_labels, seed, overrides, path)
     if not path.exists():
         raise UsageError(
             f"--params tuned: {path} does not exist; tune that cell first with"
-            f" `{tune_command(method, dataset, n_labels, seed, epochs)}`, or drop --params tuned."
+            f" `{command}`, or drop --params tuned."
         )
     payload = json.loads(path.read_text())
     tuned_under = payload.get("settings", {})
@@ -107,8 +120,7 @@ def _tuned_params(
         now = ", ".join(f"{k}={v!r}" for k, v in differ.items())
         raise UsageError(
             f"--params tuned: {path} was tuned with {was}, but this run has {now}; run with the"
-            " same options or tune again with"
-            f" `{tune_command(method, dataset, n_labels, seed, epochs)}`."
+            f" same options or tune again with `{command}`."
         )
     return payload["params"]
 

@@ -10,16 +10,17 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import options
+from benchmark import options, runtime
 from benchmark.data import datasets, preflight
 from benchmark.devices import resolve_device
-from benchmark.options import DEFAULT_STORAGE
+from benchmark.options import DEFAULT_STORAGE, sqlite_path
 from benchmark.reports import archive
 from benchmark.study import grid
 from benchmark.study.plan import Plan, make_plan
 from benchmark.study.tables import TableWriter, command_text, known_rows
 from benchmark.tracking import views as mlflow_views
 from benchmark.tracking.client import Tracker
+from benchmark.tracking.launchers import close_dead_launchers, start_launcher_run
 from benchmark.vaes.cache import VAECache, cache_key
 from benchmark.workqueue.dispatch import launch
 from benchmark.workqueue.workers import RunOptions
@@ -32,6 +33,7 @@ def checked_cells(args: argparse.Namespace, cells: list[grid.Cell]) -> list[grid
     create = not getattr(args, "dry_run", False)
     preflight.writable_dir(args.results_dir, "--results-dir", create)
     preflight.writable_dir(args.vae_cache_dir, "--vae-cache-dir", create)
+    preflight.storage_url(args.storage or DEFAULT_STORAGE, "--storage")
     preflight.sqlite_parent(args.storage or DEFAULT_STORAGE, "--storage", create)
     preflight.sqlite_parent(args.tracking_uri, "--tracking-uri", create)
     resolve_device(args.device)
@@ -106,11 +108,12 @@ def launch_tracked(
     print(plan.render(f"python -m benchmark {kind if kind != 'grid' else 'run'}"), flush=True)
     if getattr(args, "dry_run", False) or not plan.pending:
         return [], cells
+    print(f"Threads: {runtime.choose_threads(args.workers)}.", flush=True)
     tracker = Tracker(args.tracking_uri, args.experiment)
-    tracker.close_dead_launchers()
+    close_dead_launchers(tracker)
     command = command_text(sys.argv[1:] or [kind])
-    parent = tracker.start_launcher_run(
-        f"{kind} ({len(cells)} cells)", {"kind": kind, "command": command}
+    parent = start_launcher_run(
+        tracker, f"{kind} ({len(cells)} cells)", {"kind": kind, "command": command}
     )
     tracker.log_params(parent, {**params, "device": str(device), "n_cells": len(cells)})
     link = mlflow_views.save_grid_views(tracker, parent)
@@ -143,9 +146,10 @@ def launch_tracked(
 
 def _ui_hint(tracking_uri: str) -> str:
     """How to start the UI for a local store (a tracking server is its own UI)."""
-    if not tracking_uri.startswith("sqlite:///"):
+    db = sqlite_path(tracking_uri)
+    if db is None:
         return ""
-    folder = Path(tracking_uri[len("sqlite:///") :]).parent
+    folder = db.parent
     return (
         f"\n  (start the UI first: mlflow ui --backend-store-uri {tracking_uri}"
         f" --default-artifact-root {folder / 'artifacts'})"

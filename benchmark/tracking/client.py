@@ -11,17 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import pandas as pd
-
 from benchmark.errors import UsageError
-from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+from benchmark.options import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, sqlite_path
 from benchmark.provenance import git_commit
 from benchmark.workqueue.locks import store_lock
 
@@ -30,16 +27,15 @@ OPEN_ATTEMPTS = 4
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :])
+def literal(value: object) -> str:
+    """A value as a quoted literal of MLflow's search syntax (quotes in it are dropped)."""
+    return "'" + str(value).replace("'", "") + "'"
 
 
 def finished_runs(uri: str, experiment: str) -> list[Any]:
     """The FINISHED runs of an experiment, read without creating anything: [] when the store
     or the experiment does not exist (a fresh clone has no store)."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None and not db.is_file():
         return []
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -69,7 +65,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         artifact_location = None
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +215,7 @@ class Tracker:
     def find_run(self, tags: Mapping[str, str], status: str | None = None) -> str | None:
         """The oldest run carrying all these tags (and this status, if given), so a resumed
         job finds its earlier run."""
-        query = " and ".join(f"tags.{k} = '{str(v).replace(chr(39), '')}'" for k, v in tags.items())
+        query = " and ".join(f"tags.{k} = {literal(v)}" for k, v in tags.items())
         if status is not None:
             query += f" and attributes.status = '{status}'"
         found = self.client.search_runs(
@@ -237,102 +233,3 @@ class Tracker:
             token = page.token
             if not token:
                 return
-
-    def finished_cells(self) -> dict[str, set[str]]:
-        """Cell key -> the code versions it has FINISHED runs of ('' for runs before versions)."""
-        done: dict[str, set[str]] = {}
-        for r in self.runs("attributes.status = 'FINISHED'"):
-            if "cell_key" in r.data.tags:
-                done.setdefault(r.data.tags["cell_key"], set()).add(
-                    r.data.tags.get("code_version", "")
-                )
-        return done
-
-    def has_finished(self, cell_key: str, code_version: str) -> bool:
-        """A FINISHED run of this cell made by this code version exists."""
-        escaped = cell_key.replace("'", "")
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.cell_key = '{escaped}' and attributes.status = 'FINISHED'"
-            f" and tags.code_version = '{code_version.replace(chr(39), '')}'",
-            max_results=1,
-        )
-        return len(found) > 0
-
-    def close_orphans(self, cell_key: str) -> int:
-        """Mark KILLED the RUNNING runs of a cell that is about to start again.
-
-        The queue hands a cell to one worker at a time, so any run of it still RUNNING belongs to
-        a worker that died, possibly before it could record its run id for the retry to close.
-        """
-        escaped = cell_key.replace("'", "")
-        query = f"tags.cell_key = '{escaped}' and attributes.status = 'RUNNING'"
-        orphans = [r.info.run_id for r in self.runs(query)]
-        for run_id in orphans:
-            self.set_tags(run_id, {"error": "its worker died; the cell was started again"})
-            self.finish(run_id, "KILLED")
-        return len(orphans)
-
-    def start_launcher_run(self, name: str, tags: Mapping[str, str]) -> str:
-        """A parent run that says which process owns it, so the next start on this host can
-        close it if that process died (`close_dead_launchers`)."""
-        import psutil
-
-        me = psutil.Process()
-        owner = {
-            "launcher_host": socket.gethostname(),
-            "launcher_pid": str(me.pid),
-            "launcher_started": f"{me.create_time():.2f}",
-        }
-        return self.start_run(name, {**tags, **owner})
-
-    def close_dead_launchers(self) -> list[str]:
-        """Mark KILLED the RUNNING parent runs whose launcher on this host is gone (kill -9,
-        a crash, a reboot); runs of other hosts are left alone, they may be alive."""
-        import psutil
-
-        host = socket.gethostname().replace("'", "")
-        closed = []
-        for run in self.runs(f"attributes.status = 'RUNNING' and tags.launcher_host = '{host}'"):
-            tags = run.data.tags
-            try:
-                alive = (
-                    f"{psutil.Process(int(tags['launcher_pid'])).create_time():.2f}"
-                    == tags.get("launcher_started")
-                )
-            except (psutil.Error, KeyError, ValueError):
-                alive = False
-            if not alive:
-                self.set_tags(
-                    run.info.run_id, {"error": "its launcher died; closed by the next start"}
-                )
-                self.finish(run.info.run_id, "KILLED")
-                closed.append(run.info.run_id)
-        return closed
-
-    def cell_runs(self, status: str = "FINISHED", parent_id: str | None = None) -> pd.DataFrame:
-        """One row per cell run: identity params, metrics, status, error and start time."""
-        query = f"attributes.status = '{status}'"
-        if parent_id:
-            query += f" and tags.mlflow.parentRunId = '{parent_id}'"
-        rows = []
-        for r in self.runs(query):
-            if "cell_key" not in r.data.tags:
-                continue
-            rows.append(
-                {
-                    "run_id": r.info.run_id,
-                    "cell_key": r.data.tags["cell_key"],
-                    "method": r.data.params.get("method"),
-                    "dataset": r.data.params.get("dataset"),
-                    "n_labels": int(r.data.params.get("n_labels", 0)),
-                    "seed": int(r.data.params.get("seed", 0)),
-                    "start_time": r.info.start_time,
-                    "error": r.data.tags.get("error", ""),
-                    "settings": r.data.tags.get("settings"),
-                    "code_version": r.data.tags.get("code_version", ""),
-                    "params": dict(r.data.params),
-                    **r.data.metrics,
-                }
-            )
-        return pd.DataFrame(rows)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from benchmark import runtime
 from benchmark.study.grid import Cell
 from benchmark.study.plan import Plan
+from benchmark.tracking.cells import failed_cells, finished_cells
 from benchmark.tracking.client import Tracker
 from benchmark.workqueue.locks import store_lock
 from benchmark.workqueue.queue import QUEUE_LOCK, CellQueue, open_storage, study_name
@@ -21,7 +22,7 @@ def pending_cells(
     version (a fix since then could change their numbers, so they run again)."""
     if force:
         return list(cells), 0
-    done = tracker.finished_cells()
+    done = finished_cells(tracker)
     for key, versions in (archived or {}).items():
         done.setdefault(key, set()).update(versions)
     pending = [c for c in cells if c.code not in done.get(c.key, ())]
@@ -61,14 +62,13 @@ def _failures(
 ) -> list[str]:
     """This invocation's FAILED cells, and any pending cell left without a FINISHED run (a dead
     worker, a retry budget spent: nothing may end silently unfinished)."""
-    failed = tracker.cell_runs("FAILED", parent_id=parent_id)
-    failures = [f"{row.cell_key}: {row.error}" for row in failed.itertuples()]
+    failed = failed_cells(tracker, parent_id)
+    failures = [f"{key}: {error}" for key, error in failed.items()]
     if pending:
         left, _ = pending_cells(pending, tracker, False, archived)
-        failed_keys = set(failed["cell_key"]) if not failed.empty else set()
         failures += [
             f"{c.key}: not finished (no FINISHED run; run the same command again)"
             for c in left
-            if c.key not in failed_keys
+            if c.key not in failed
         ]
     return failures

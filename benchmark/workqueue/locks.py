@@ -20,13 +20,10 @@ import contextlib
 import fcntl
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
+
+from benchmark.options import sqlite_path
 
 _ENGINES: dict[str, object] = {}
-
-
-def sqlite_file(url: str) -> Path | None:
-    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
 def is_postgres(url: str) -> bool:
@@ -41,7 +38,7 @@ def lock_id(name: str) -> int:
 @contextlib.contextmanager
 def store_lock(url: str, name: str = "schema") -> Iterator[None]:
     """Hold the exclusive lock NAME of the store at URL (see the module docstring)."""
-    path = sqlite_file(url)
+    path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         suffix = "" if name == "schema" else f".{hashlib.sha256(name.encode()).hexdigest()[:12]}"

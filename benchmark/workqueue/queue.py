@@ -21,7 +21,6 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -29,6 +28,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmark.errors import UsageError
+from benchmark.options import sqlite_path
 from benchmark.study.grid import Cell
 from benchmark.workqueue.locks import store_lock
 
@@ -53,8 +53,9 @@ def heartbeat_seconds() -> int:
 def open_storage(url: str, on_stale: Callable[[FrozenTrial], None] | None = None) -> RDBStorage:
     """Optuna storage with heartbeats; a stale trial's cell is retried after `on_stale`."""
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_path(url)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
 
