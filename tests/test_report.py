@@ -9,7 +9,8 @@ from conftest import archive_row
 from scipy import stats as sst
 
 from benchmark.reports import stats
-from benchmark.reports.tables import markdown, tables
+from benchmark.reports.markdown import markdown
+from benchmark.reports.tables import tables
 
 
 def runs(scores: dict[str, list[float]], dataset: str = "mnist", budget: int = 100) -> list[dict]:
@@ -108,7 +109,8 @@ def test_published_verdict_uses_our_interval() -> None:
 
 
 def test_readme_block_is_regenerated_from_the_tables(tmp_path) -> None:
-    from benchmark.reports.tables import update_readme, write_report
+    from benchmark.reports.markdown import update_readme
+    from benchmark.reports.tables import write_report
 
     results = tmp_path / "results"
     write_report(pd.DataFrame(runs({"pixel-svm": BASE, "m2": BASE})), results, "made by a test")

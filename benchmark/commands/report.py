@@ -78,6 +78,7 @@ def report(
     from benchmark.errors import UsageError
     from benchmark.reports import archive
     from benchmark.reports import tables as report_mod
+    from benchmark.reports.markdown import update_readme
     from benchmark.study.tables import store_rows
 
     for uri in also_from:
@@ -98,7 +99,7 @@ def report(
     )
     summary = report_mod.write_report(rows, results_dir, caption, baseline)
     if readme:
-        report_mod.update_readme(Path(readme), results_dir)
+        update_readme(Path(readme), results_dir)
     print((results_dir / "summary.md").read_text())
     print(
         f"archive: {len(rows)} runs ({len(new)} from the stores read now);"
