@@ -60,6 +60,30 @@ def libraries() -> str:
 
 
 @functools.cache
+def machine() -> str:
+    """The hardware a run's seconds were measured on, in words: the CPU model and its cores,
+    and the GPU when torch sees one. The plan calibrates its estimates with runs of the same."""
+    import os
+    import platform
+
+    cpu = platform.processor() or "cpu"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return text
+
+
+@functools.cache
 def git_commit() -> str:
     """The commit this process's code was loaded from, '-dirty' if tracked files differed,
     'unknown' outside a git checkout. Read once per process: the code it runs is the code it

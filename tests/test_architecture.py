@@ -167,7 +167,16 @@ def test_modules_stay_small_and_the_harness_is_in_sub_packages() -> None:
     }
     assert long == {}, f"modules over 400 lines: {long}"
     packages = {p.parent.name for p in (REPO / "benchmark").glob("*/__init__.py")}
-    assert {"data", "study", "workqueue", "tracking", "vaes", "tune", "reports", "commands"} <= packages
+    assert {
+        "data",
+        "study",
+        "workqueue",
+        "tracking",
+        "vaes",
+        "tune",
+        "reports",
+        "commands",
+    } <= packages
 
 
 def test_architecture_md_names_every_module() -> None:

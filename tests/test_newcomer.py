@@ -186,3 +186,33 @@ def test_a_bad_storage_url_exits_2_before_the_plan_and_leaves_no_run(
     assert "--storage 'foo://nowhere' cannot be opened here" in captured.err
     assert "Plan:" not in captured.out
     assert not (tmp_path / "mlruns").exists()  # no store, so no KILLED parent run in it
+
+
+def test_the_plan_calibrates_with_this_machines_runs_first(tiny_data: Path) -> None:
+    """Earlier runs of this machine scale each method's estimate; without them, runs of the
+    same kind of device do; a GPU plan ignores CPU runs."""
+    import json
+
+    from conftest import archive_row
+
+    from benchmark.study.plan import calibrate
+
+    params = json.dumps(methods_defaults("pixel-svm"))
+    rows = pd.DataFrame(
+        [
+            archive_row("pixel-svm", 0, 70.0, params=params, wall_seconds=30.0, machine="A"),
+            archive_row("pixel-svm", 1, 70.0, params=params, wall_seconds=3.0, machine="B"),
+        ]
+    )
+    factors_a, where_a = calibrate(rows, "A", "cpu")
+    factors_b, _ = calibrate(rows, "B", "cpu")
+    assert factors_a["pixel-svm"] == pytest.approx(10 * factors_b["pixel-svm"])
+    assert "this machine" in where_a
+    assert "other cpu machines" in calibrate(rows, "C", "cpu")[1]
+    assert calibrate(rows, "C", "cuda")[0] == {}
+
+
+def methods_defaults(name: str) -> dict:
+    import methods
+
+    return methods.get(name)().params

@@ -76,7 +76,7 @@ def report(
     then write the tables from the whole archive."""
     from benchmark.data import preflight
     from benchmark.errors import UsageError
-    from benchmark.reports import archive
+    from benchmark.reports import archive, costs
     from benchmark.reports import tables as report_mod
     from benchmark.reports.markdown import update_readme
     from benchmark.study.tables import store_rows
@@ -98,6 +98,13 @@ def report(
         " other settings are in `variants.md`."
     )
     summary = report_mod.write_report(rows, results_dir, caption, baseline)
+    machines = sorted(set(rows["machine"]) - {""}) or [
+        "machines not recorded (runs before 2026-12-02)"
+    ]
+    table = costs.cost_table(rows)
+    (results_dir / "costs.md").write_text(
+        costs.costs_markdown(table, costs.vae_costs(rows), machines)
+    )
     if readme:
         update_readme(Path(readme), results_dir)
     print((results_dir / "summary.md").read_text())

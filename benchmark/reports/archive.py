@@ -40,6 +40,7 @@ COLUMNS = [
     "vae_train_seconds",
     "wall_seconds",
     "device",
+    "machine",  # CPU model and cores (and GPU): what the seconds were measured on
     "libraries",  # torch=... scikit-learn=... numpy=... scipy=...
     "git_commit",
     "data_fingerprint",
@@ -50,6 +51,7 @@ COLUMNS = [
     "experiment",
 ]
 INTEGERS = ("n_labels", "seed", "subset")
+OPTIONAL = ("machine",)
 NUMBERS = ("accuracy", "macro_f1", "fit_seconds", "vae_train_seconds", "wall_seconds")
 TEXT = tuple(c for c in COLUMNS if c not in INTEGERS + NUMBERS)
 ORDER = ["dataset", "method", "n_labels", "seed", "start_time", "run_id"]
@@ -87,6 +89,9 @@ def read(path: Path) -> pd.DataFrame:
     except (OSError, ValueError) as error:
         message = f"{path}: not a readable run archive ({error}); restore it from git."
         raise DataError(message) from None
+    for column in OPTIONAL:  # added after archives were written: empty for their rows
+        if column not in frame.columns:
+            frame[column] = ""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -173,6 +178,7 @@ def row_of(run: Any, store: str, experiment: str) -> dict[str, Any] | None:
         "vae_train_seconds": round(float(metrics.get("vae_train_seconds", 0.0)), 3),
         "wall_seconds": round(((info.end_time or 0) - (info.start_time or 0)) / 1000, 3),
         "device": params.get("device", ""),
+        "machine": tags.get("machine", ""),
         "libraries": tags.get("libraries", ""),
         "git_commit": tags.get("git_commit", ""),
         "data_fingerprint": tags.get("data_fingerprint", ""),

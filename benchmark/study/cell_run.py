@@ -108,6 +108,7 @@ class CellRunner:
             "code_version": cell.code,
             "cell_params": cell.params,
             "libraries": provenance.libraries(),
+            "machine": provenance.machine(),
             "settings": cell.settings,
             "data_fingerprint": cell.fingerprint,
             "param_source": cell.param_source,

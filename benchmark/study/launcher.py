@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 import methods
-from benchmark import options, runtime
+from benchmark import options, provenance, runtime
 from benchmark.data import datasets, preflight
 from benchmark.devices import resolve_device
 from benchmark.options import DEFAULT_STORAGE, sqlite_path
@@ -83,7 +83,8 @@ def plan_for(
     def cached(cell: grid.Cell, config: VAEConfig) -> bool:
         return cache.path(cache_key(cell.fingerprint, config, cell.seed, device)).exists()
 
-    return make_plan(cells, pending, stale, cached, known, args.workers)
+    machine = provenance.machine()
+    return make_plan(cells, pending, stale, cached, known, args.workers, None, machine, device.type)
 
 
 def launch_tracked(

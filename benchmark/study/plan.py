@@ -8,10 +8,7 @@ The plan also fixes the order: cheapest cells first, so an interrupted study has
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,30 +133,42 @@ def own_seconds(cell: Cell, n_train: int) -> float:
     return cls.estimated_seconds(cell.n_labels, n_train, cell.param_dict, n_classes)
 
 
-def calibrate(history: pd.DataFrame) -> tuple[dict[str, float], str]:
-    """Per-method factors (measured / estimated) from earlier runs (archive rows: the store's
-    and the run archives')."""
-    if history.empty or "fit_seconds" not in history:
+def _comparable(history: pd.DataFrame, machine: str, device: str) -> tuple[pd.DataFrame, str]:
+    """The earlier runs whose seconds say something about this machine: its own, else those
+    on the same kind of device; and where they come from, in words."""
+    if history.empty or "wall_seconds" not in history:
+        return history.iloc[:0], ""
+    timed = history[history["wall_seconds"] > 0]
+    own = timed[timed.get("machine", pd.Series("", index=timed.index)) == machine]
+    if not own.empty:
+        return own, "this machine"
+    kind = timed["device"].astype(str).str.split(":").str[0] == device
+    return timed[kind], f"other {device} machines"
+
+
+def calibrate(
+    history: pd.DataFrame, machine: str = "", device: str = "cpu"
+) -> tuple[dict[str, float], str]:
+    """Per-method factors (measured / estimated seconds of a cell, VAE training apart), and
+    "vae" for the VAE's, from earlier runs (archive rows: the store's and the archives')."""
+    from benchmark.reports import costs
+
+    rows, where = _comparable(history, machine, device)
+    if rows.empty:
         return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
-    ratios: dict[str, list[float]] = {}
-    for row in history.itertuples():
-        try:
-            cls = methods.get(row.method)
-            logged = json.loads(row.params)
-            params = cls(**{k: v for k, v in logged.items() if k in cls.defaults}).params
-            n_classes = datasets.get_spec(row.dataset).n_classes
-            estimate = cls.estimated_seconds(
-                row.n_labels, row.subset or MNIST_TRAIN, params, n_classes
-            )
-        except Exception:  # a run of a method or parameter that no longer exists
-            continue
-        if estimate > 0 and math.isfinite(row.fit_seconds) and row.fit_seconds > 0:
-            ratios.setdefault(row.method, []).append(row.fit_seconds / estimate)
-    factors = {m: min(10.0, max(0.1, statistics.median(r))) for m, r in ratios.items()}
+    rows = rows.assign(measured=costs.measured_seconds(rows))
+    rows = rows.assign(estimated=[costs.estimate(r) for r in rows.itertuples()])
+    rows = rows[(rows["estimated"] > 0) & (rows["measured"] > 0)]
+    ratios = (rows["measured"] / rows["estimated"]).groupby(rows["method"]).median()
+    factors = {m: float(min(50.0, max(0.02, r))) for m, r in ratios.items()}
+    vaes, measured, estimated = costs.vae_costs(history.loc[rows.index])
+    if vaes and estimated > 0:
+        factors["vae"] = measured / estimated
     if not factors:
         return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
-    n = sum(len(r) for r in ratios.values())
-    return factors, f"cost model calibrated by {n} earlier run(s) of {len(factors)} method(s)"
+    return factors, (
+        f"cost model calibrated by {len(rows)} earlier run(s) of {len(ratios)} method(s) on {where}"
+    )
 
 
 def make_plan(
@@ -170,13 +179,16 @@ def make_plan(
     history: pd.DataFrame,
     workers: int = 1,
     sizes: Mapping[str, int] | None = None,
+    machine: str = "",
+    device: str = "cpu",
 ) -> Plan:
-    """Order the pending cells cheapest first and estimate each one's time.
+    """Order the pending cells cheapest first and estimate each one's time, calibrated by the
+    earlier runs (`history`) of this `machine`, else of the same `device` type.
 
     `cached(dataset, seed, config) -> bool` says whether a VAE is already in the cache.
     """
     sizes = sizes or {}
-    factors, calibration = calibrate(history)
+    factors, calibration = calibrate(history, machine, device)
     own = {c.key: own_seconds(c, _n_train(c, sizes)) * factors.get(c.method, 1.0) for c in pending}
     order = sorted(pending, key=lambda c: own[c.key])  # stable: keeps the (dataset, seed) mix
     seconds, vaes, seen = dict(own), [], set()
@@ -187,7 +199,7 @@ def make_plan(
             continue
         seen.add(job)
         if not cached(cell, config):
-            cost = vae_seconds(config, _n_train(cell, sizes))
+            cost = vae_seconds(config, _n_train(cell, sizes)) * factors.get("vae", 1.0)
             vaes.append(VAEJob(cell.dataset, cell.seed, config, cost))
             seconds[cell.key] += cost
     return Plan(cells, order, stale, seconds, vaes, calibration, workers)

@@ -1,0 +1,92 @@
+"""What cells cost: the plan's built-in estimate against the measured seconds, per method.
+
+The estimate is each method's cost model (`Method.estimated_seconds`) for exactly the cells
+that ran; the measured time is the cell's wall time less the VAE training it did (the plan
+charges a VAE separately). The ratio is what the plan's calibration multiplies the model by.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+import methods
+from benchmark.data import datasets
+from benchmark.errors import UsageError
+
+TRAIN_IMAGES = 60_000
+
+
+def estimate(row) -> float:
+    """The built-in estimate of an archive row's cell (NaN for a method no longer known)."""
+    try:
+        cls = methods.get(row.method)
+        known = {k: v for k, v in json.loads(row.params).items() if k in cls.defaults}
+        spec = datasets.get_spec(row.dataset)
+    except (UsageError, ValueError):
+        return float("nan")
+    n_train = row.subset or TRAIN_IMAGES
+    return cls.estimated_seconds(row.n_labels, n_train, cls(**known).params, spec.n_classes)
+
+
+def measured_seconds(rows: pd.DataFrame) -> pd.Series:
+    """A cell's own seconds: its wall time less the VAE training it did."""
+    return (rows["wall_seconds"] - rows["vae_train_seconds"].fillna(0)).clip(lower=0)
+
+
+def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method: cells, measured and estimated seconds per cell (medians) and in total, and
+    measured / estimated (1 = the model is right here)."""
+    rows = rows.assign(
+        measured=measured_seconds(rows), estimated=[estimate(r) for r in rows.itertuples()]
+    )
+    table = rows.groupby("method").agg(
+        cells=("measured", "size"),
+        measured_median_s=("measured", "median"),
+        estimated_median_s=("estimated", "median"),
+        measured_total_s=("measured", "sum"),
+        estimated_total_s=("estimated", "sum"),
+    )
+    table["ratio"] = table["measured_total_s"] / table["estimated_total_s"]
+    return table.reset_index().sort_values("measured_total_s", ignore_index=True)
+
+
+def vae_costs(rows: pd.DataFrame) -> tuple[int, float, float]:
+    """(VAEs trained, measured seconds, the plan's estimate) over the cells that trained one."""
+    from methods.base import vae_config_from, vae_seconds
+
+    trained = rows[rows["vae_train_seconds"] > 0]
+    estimate = 0.0
+    for row in trained.itertuples():
+        params = json.loads(row.params)
+        cls = methods.get(row.method)
+        config = vae_config_from(
+            cls(**{k: v for k, v in params.items() if k in cls.defaults}).params
+        )
+        estimate += vae_seconds(config, row.subset or TRAIN_IMAGES)
+    return len(trained), float(trained["vae_train_seconds"].sum()), estimate
+
+
+def costs_markdown(table: pd.DataFrame, vaes: tuple[int, float, float], machines: list[str]) -> str:
+    lines = [
+        "# What cells cost: the plan's built-in estimate against measured time\n",
+        "Seconds per cell (median) and in total, for the archived cells of each method;"
+        " measured = the cell's wall time less the VAE training it did. A ratio within"
+        " 0.75–1.33 means the built-in cost model is right to ±25 % on this machine. Measured on:"
+        f" {', '.join(machines) or 'unknown machines'}.\n",
+        "| method | cells | measured / cell | estimated / cell | measured total | estimated total | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.method} | {r.cells} | {r.measured_median_s:.0f} s | {r.estimated_median_s:.0f} s"
+            f" | {r.measured_total_s / 60:.0f} min | {r.estimated_total_s / 60:.0f} min | {r.ratio:.2f} |"
+        )
+    n, measured, estimated = vaes
+    if n:
+        lines.append(
+            f"| (VAE training) | {n} VAEs | {measured / n:.0f} s | {estimated / n:.0f} s"
+            f" | {measured / 60:.0f} min | {estimated / 60:.0f} min | {measured / estimated:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
