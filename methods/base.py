@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,8 +66,12 @@ class TrainData:
         return targets
 
     def get_vae(self, config: VAEConfig) -> VAE:
+        """The shared VAE of `config`, trained on these images (a convolutional one learns
+        their shape from here)."""
         if self.vae is None:
             raise RuntimeError("This TrainData carries no VAE provider; the runner must pass one.")
+        if config.arch == "conv":
+            config = replace(config, image_shape=tuple(self.image_shape))
         return self.vae(config)
 
 
@@ -90,6 +94,10 @@ class Method(ABC):
     # For a parameter added after runs were made: the value that does what the method did
     # before it existed, so the report can say how those runs differ instead of "not logged".
     former_values: ClassVar[Mapping[str, Any]] = {}
+    # Parameters added after cells were archived, each with the value that computes what those
+    # cells computed: at that value a parameter is left out of a cell's identity (its key), so
+    # the archived cells stay finished. The report reads them as former values too.
+    new_params: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -164,7 +172,10 @@ VAE_DEFAULTS: dict[str, Any] = {
     "vae_epochs": 25,  # chosen by 5-fold CV inside the labeled budgets (not test): flat after ~25
     "vae_batch_size": 256,
     "vae_lr": 1e-3,
+    "vae_arch": "mlp",  # or "conv": two convolutions and a dense layer, mirrored
 }
+# vae_arch came with the convolutional core; "mlp" computes what every earlier cell did
+VAE_NEW_PARAMS: dict[str, Any] = {"vae_arch": "mlp"}
 
 
 VAE_RULES: dict[str, Rule] = {
@@ -173,6 +184,7 @@ VAE_RULES: dict[str, Rule] = {
     "vae_epochs": AT_LEAST_ONE,
     "vae_batch_size": AT_LEAST_ONE,
     "vae_lr": POSITIVE,
+    "vae_arch": Rule(choices=("mlp", "conv")),
 }
 
 
@@ -192,6 +204,7 @@ def vae_config_from(params: Mapping[str, Any]) -> VAEConfig:
         epochs=int(params["vae_epochs"]),
         batch_size=int(params["vae_batch_size"]),
         lr=float(params["vae_lr"]),
+        arch=str(params.get("vae_arch", "mlp")),
     )
 
 
@@ -200,6 +213,7 @@ class VAEFeatureMethod(Method):
 
     uses_vae = True
     rules = VAE_RULES
+    new_params = VAE_NEW_PARAMS
 
     def vae_config(self) -> VAEConfig:
         return vae_config_from(self.params)

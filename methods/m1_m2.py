@@ -37,7 +37,14 @@ from methods._m2 import (
     m2_seconds,
     suggest_m2,
 )
-from methods.base import VAE_DEFAULTS, VAE_RULES, Method, TrainData, vae_config_from
+from methods.base import (
+    VAE_DEFAULTS,
+    VAE_NEW_PARAMS,
+    VAE_RULES,
+    Method,
+    TrainData,
+    vae_config_from,
+)
 from methods.params import Rule
 
 ACTIVE_VARIANCE = 0.01
@@ -93,6 +100,7 @@ class M1M2(Method):
         **KINGMA_SCHEDULE,
     }
     rules = {**VAE_RULES, **M2_RULES, "decoder_variance": Rule(choices=("per-image", "shared"))}
+    new_params = VAE_NEW_PARAMS
     former_values = {"sample_features": False, "decoder_variance": "shared", **SCHEDULE_DEFAULTS}
 
     @classmethod

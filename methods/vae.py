@@ -1,7 +1,10 @@
 """The shared VAE core (M1 of Kingma et al. 2014), trained once per (data, config, seed).
 
 Model: p(z) = N(0, I); p(x | z) = Bernoulli(sigmoid(decoder(z))); q(z | x) = N(mu(x), diag
-sigma²(x)). Encoder and decoder are MLPs with Softplus hidden layers. The loss is the negative
+sigma²(x)). With `arch="mlp"` encoder and decoder are MLPs with Softplus hidden layers; with
+`arch="conv"` (the fine-tuning paper's design) the encoder is two stride-2 convolutions and a
+dense layer, the decoder their mirror image with transposed convolutions, for images of the
+config's `image_shape` (any height and width). The loss is the negative
 ELBO per image: BCE reconstruction + beta · KL(q(z | x) ‖ N(prior_mean, I)); prior_mean is 0
 except for methods (VAE⇄GMM) that pull each image towards its cluster.
 
@@ -11,6 +14,7 @@ permutation: no DataLoader, no global RNG, bit-identical weights for a seed on t
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 import weakref
@@ -31,6 +35,10 @@ from methods.training import Checkpoint, Loop, run_loop
 CORE_VERSION = 1
 
 
+ARCHITECTURES = ("mlp", "conv")
+CONV_CHANNELS = (32, 64)
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     latent_dim: int = 10
@@ -39,10 +47,14 @@ class VAEConfig:
     batch_size: int = 256
     lr: float = 1e-3
     beta: float = 1.0
+    arch: str = "mlp"
+    image_shape: tuple[int, ...] = ()  # (height, width), for arch="conv": taken from the data
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         checks = {
+            "arch": self.arch in ARCHITECTURES,
             "latent_dim": self.latent_dim >= 1,
             "hidden": len(self.hidden) >= 1 and min(self.hidden) >= 1,
             "epochs": self.epochs >= 1,
@@ -56,9 +68,27 @@ class VAEConfig:
 
     def as_params(self) -> dict[str, object]:
         """Flat, loggable form (prefixed so it never clashes with a method's own params)."""
-        params = {f"vae_{k}": v for k, v in asdict(self).items()}
+        params = {f"vae_{k}": v for k, v in self.identity().items()}
         params["vae_hidden"] = ",".join(str(h) for h in self.hidden)
         return params
+
+    def identity(self) -> dict[str, object]:
+        """The config as the cache keys it: the fields added with the convolutional core are
+        left out at the MLP's values, so an MLP VAE keeps the key it had before them."""
+        fields = asdict(self)
+        if self.arch == "mlp":
+            fields.pop("arch")
+            fields.pop("image_shape")
+        return fields
+
+
+def _image_shape(n_inputs: int, config: VAEConfig) -> tuple[int, int]:
+    if len(config.image_shape) != 2 or config.image_shape[0] * config.image_shape[1] != n_inputs:
+        raise UsageError(
+            f"A convolutional VAE needs image_shape=(height, width) with height x width ="
+            f" {n_inputs} inputs; got {config.image_shape!r}."
+        )
+    return config.image_shape[0], config.image_shape[1]
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -68,22 +98,89 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _halved(size: int) -> int:
+    """An image side after a 4x4 convolution of stride 2 and padding 1."""
+    return (size + 2 - 4) // 2 + 1
+
+
+class _ConvEncoder(nn.Sequential):
+    """Rows of pixels -> two stride-2 convolutions -> a dense layer of `width` units."""
+
+    def __init__(self, shape: tuple[int, int], width: int) -> None:
+        (h, w), (c1, c2) = shape, CONV_CHANNELS
+        side = (_halved(_halved(h)), _halved(_halved(w)))
+        self.maps_shape = (c2, *side)
+        super().__init__(
+            nn.Unflatten(1, (1, h, w)),
+            nn.Conv2d(1, c1, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(c2 * side[0] * side[1], width),
+            nn.ReLU(),
+        )
+
+    def feature_maps(self) -> nn.Sequential:
+        """The convolutional part alone (a copy), for a convolutional head on top."""
+        return copy.deepcopy(nn.Sequential(*list(self)[:5]))
+
+
+def conv_feature_maps(shape: tuple[int, int]) -> tuple[nn.Sequential, tuple[int, int, int]]:
+    """A fresh copy of the convolutional VAE's two convolutions for images of `shape`, and
+    the (channels, height, width) of the maps they make: the supervised-only network."""
+    encoder = _ConvEncoder(shape, 1)
+    return encoder.feature_maps(), encoder.maps_shape
+
+
+def _conv_decoder(latent: int, width: int, shape: tuple[int, int]) -> nn.Sequential:
+    """The encoder's mirror: dense layers, then transposed convolutions back to the image."""
+    (h, w), (c1, c2) = shape, CONV_CHANNELS
+    mid = (_halved(h), _halved(w))
+    small = (_halved(mid[0]), _halved(mid[1]))
+
+    def up(n_in: int, n_out: int, size: tuple[int, int], target: tuple[int, int]) -> nn.Module:
+        pad = (target[0] - 2 * size[0], target[1] - 2 * size[1])
+        return nn.ConvTranspose2d(n_in, n_out, 4, 2, 1, output_padding=pad)
+
+    return nn.Sequential(
+        nn.Linear(latent, width),
+        nn.ReLU(),
+        nn.Linear(width, c2 * small[0] * small[1]),
+        nn.ReLU(),
+        nn.Unflatten(1, (c2, *small)),
+        up(c2, c1, small, mid),
+        nn.ReLU(),
+        up(c1, 1, mid, (h, w)),
+        nn.Flatten(),
+    )
+
+
 class VAE(nn.Module):
     def __init__(self, n_inputs: int, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
         self.n_inputs = n_inputs
         hidden = list(config.hidden)
-        self.encoder = _mlp([n_inputs, *hidden])
+        # registered in this order (encoder, mu, logvar, decoder): init_weights draws from
+        # the seeded generator in it
+        if config.arch == "conv":
+            shape = _image_shape(n_inputs, config)
+            self.encoder: nn.Module = _ConvEncoder(shape, hidden[-1])
+        else:
+            self.encoder = _mlp([n_inputs, *hidden])
         self.mu = nn.Linear(hidden[-1], config.latent_dim)
         self.logvar = nn.Linear(hidden[-1], config.latent_dim)
-        self.decoder = nn.Sequential(
-            _mlp([config.latent_dim, *reversed(hidden)]), nn.Linear(hidden[0], n_inputs)
-        )
+        if config.arch == "conv":
+            self.decoder = _conv_decoder(config.latent_dim, hidden[-1], shape)
+        else:
+            self.decoder = nn.Sequential(
+                _mlp([config.latent_dim, *reversed(hidden)]), nn.Linear(hidden[0], n_inputs)
+            )
 
     def init_weights(self, generator: torch.Generator) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.xavier_uniform_(module.weight, generator=generator)
                 nn.init.zeros_(module.bias)
 

@@ -1,9 +1,11 @@
 """The shared VAE's encoder under a small classification head, trained on the labeled images.
 
-The encoder's hidden layers were learned from every training image without labels; the head
-(one Softplus hidden layer) learns the classes from the budget. With `freeze_encoder` only the
-head trains; otherwise the encoder is fine-tuned too. The encoder is a copy: the cached VAE that
-other methods share is never modified.
+The encoder was learned from every training image without labels; the head learns the classes
+from the budget. By default, as the fine-tuning paper's best setting, the VAE is convolutional
+and the head is a 3x3 convolution on the encoder's feature maps followed by a dense layer
+(`head=dense`: a dense head on the encoder's last dense layer, the MLP VAE's only choice). With
+`freeze_encoder` only the head trains; otherwise the encoder is fine-tuned too. The encoder is
+a copy: the cached VAE that other methods share is never modified.
 """
 
 from __future__ import annotations
@@ -14,40 +16,69 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from benchmark.devices import seeded_generator
-from methods._holdout import accuracy, predict_classes, split_labeled
-from methods.base import VAE_DEFAULTS, VAE_RULES, Method, TrainData, vae_config_from
-from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE
-from methods.training import Loop, run_loop
+from benchmark.errors import UsageError
+from methods._classifier import train_classifier
+from methods._holdout import predict_classes, split_labeled
+from methods.base import VAE_DEFAULTS, VAE_NEW_PARAMS, VAE_RULES, Method, TrainData, vae_config_from
+from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Rule
 from methods.vae import VAE
 
 
-def encoder_classifier(vae: VAE, n_classes: int, head_hidden: int, seed: int) -> nn.Sequential:
-    """A copy of vae's encoder layers followed by a freshly initialised head."""
-    head = nn.Sequential(
-        nn.Linear(vae.config.hidden[-1], head_hidden),
-        nn.Softplus(),
+def conv_head(maps: tuple[int, int, int], head_hidden: int, n_classes: int) -> nn.Sequential:
+    """The fine-tuning paper's head on convolutional maps: a 3x3 convolution, then dense."""
+    c, h, w = maps
+    return nn.Sequential(
+        nn.Conv2d(c, c, 3, 1, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(c * h * w, head_hidden),
+        nn.ReLU(),
         nn.Linear(head_hidden, n_classes),
     )
+
+
+def init_layers(net: nn.Module, seed: int) -> nn.Module:
+    """Xavier weights and zero biases from the seed, the same on any device."""
     generator = torch.Generator().manual_seed(seed)
-    for layer in head:
-        if isinstance(layer, nn.Linear):
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
             nn.init.xavier_uniform_(layer.weight, generator=generator)
             nn.init.zeros_(layer.bias)
+    return net
+
+
+def encoder_classifier(
+    vae: VAE, n_classes: int, head_hidden: int, seed: int, head: str = "dense"
+) -> nn.Sequential:
+    """A copy of vae's encoder followed by a freshly initialised head: dense on the encoder's
+    last dense layer, or (`head="conv"`, convolutional VAE) convolutional on its feature maps."""
+    if head == "conv":
+        body = vae.encoder.feature_maps()
+        top = conv_head(vae.encoder.maps_shape, head_hidden, n_classes)
+    else:
+        body = copy.deepcopy(vae.encoder)
+        top = nn.Sequential(
+            nn.Linear(vae.config.hidden[-1], head_hidden),
+            nn.Softplus(),
+            nn.Linear(head_hidden, n_classes),
+        )
     device = next(vae.parameters()).device
-    return nn.Sequential(copy.deepcopy(vae.encoder), head.to(device))
+    return nn.Sequential(body, init_layers(top, seed).to(device))
 
 
 class VAEFinetune(Method):
     name = "vae-finetune"
     version = 1
-    reference = "supervised-mlp"
-    description = "Shared VAE's encoder (copied, trainable) + small head on the labeled images"
+    reference = "supervised-cnn"
+    description = "Shared (conv) VAE's encoder, copied and trainable, + conv head on the labels"
     uses_vae = True
+    # The fine-tuning paper's best setting: the convolutional VAE's encoder under a small
+    # convolutional and dense head (`--set vae_arch=mlp --set head=dense`: the MLP version).
     defaults = {
         **VAE_DEFAULTS,
+        "vae_arch": "conv",
+        "head": "conv",
         "freeze_encoder": False,
         "head_hidden": 128,
         "epochs": 100,
@@ -56,8 +87,10 @@ class VAEFinetune(Method):
         "weight_decay": 1e-4,
         "val_fraction": 0.1,
     }
+    new_params = {**VAE_NEW_PARAMS, "head": "dense"}
     rules = {
         **VAE_RULES,
+        "head": Rule(choices=("dense", "conv")),
         "head_hidden": AT_LEAST_ONE,
         "epochs": AT_LEAST_ONE,
         "batch_size": AT_LEAST_ONE,
@@ -65,6 +98,14 @@ class VAEFinetune(Method):
         "weight_decay": NON_NEGATIVE,
         "val_fraction": FRACTION,
     }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.params["head"] == "conv" and self.params["vae_arch"] != "conv":
+            raise UsageError(
+                f"Method {self.name!r}: head=conv needs the convolutional VAE's feature maps;"
+                " add --set vae_arch=conv, or use --set head=dense."
+            )
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -85,7 +126,7 @@ class VAEFinetune(Method):
     def fit(self, data: TrainData) -> None:
         vae = data.get_vae(vae_config_from(self.params))
         self.net_ = encoder_classifier(
-            vae, data.n_classes, int(self.params["head_hidden"]), data.seed
+            vae, data.n_classes, int(self.params["head_hidden"]), data.seed, self.params["head"]
         )
         encoder, head = self.net_
         encoder.requires_grad_(not self.params["freeze_encoder"])
@@ -93,68 +134,9 @@ class VAEFinetune(Method):
         x = torch.from_numpy(data.x_labeled).to(data.device)
         y = torch.tensor(data.y_labeled, dtype=torch.long, device=data.device)
         train, val = (torch.as_tensor(i, device=data.device) for i in (holdout.train, holdout.val))
-        self._train(x[train], y[train], x[val], y[val], data)
-
-    def _epoch(self, x: torch.Tensor, y: torch.Tensor, optimizer, generator) -> float:
-        """One pass over the labeled training images; returns their mean cross-entropy."""
-        self.net_.train()
-        batch = min(int(self.params["batch_size"]), len(x))
-        order = torch.randperm(len(x), generator=generator, device=x.device)
-        total = torch.zeros((), device=x.device)
-        for begin in range(0, len(x), batch):
-            idx = order[begin : begin + batch]
-            loss = F.cross_entropy(self.net_(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        return float(total) / len(x)
-
-    def _train(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        x_val: torch.Tensor,
-        y_val: torch.Tensor,
-        data: TrainData,
-    ) -> None:
-        """Fixed epochs; with a validation slice, keep the epoch it scores best (latest on ties)."""
-        params = [p for p in self.net_.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(
-            params, lr=float(self.params["lr"]), weight_decay=float(self.params["weight_decay"])
+        train_classifier(
+            self.net_, self.name, self.params, (x[train], y[train]), (x[val], y[val]), data
         )
-        generator = seeded_generator(data.seed, x.device)
-        best: dict[str, Any] = {"score": -1.0, "state": None}
-
-        def on_epoch(epoch: int, loss: float) -> None:
-            data.log_metric("train_loss", loss, epoch)
-            if len(y_val):
-                self.net_.eval()
-                score = accuracy(self.net_, x_val, y_val)
-                data.log_metric("val_accuracy", score, epoch)
-                if score >= best["score"]:
-                    best.update(score=score, state=copy.deepcopy(self.net_.state_dict()))
-
-        run_loop(
-            Loop(
-                name=self.name,
-                model=self.net_,
-                optimizer=optimizer,
-                generator=generator,
-                epochs=int(self.params["epochs"]),
-                run_epoch=lambda epoch: self._epoch(x, y, optimizer, generator),
-                on_epoch=on_epoch,
-                checkpoint=data.checkpoint("finetune.pt"),
-                progress=data.progress,
-                hint=f"lower the learning rate (lr={self.params['lr']})",
-                get_extra=lambda: dict(best),
-                set_extra=best.update,
-            )
-        )
-        best_state = best["state"]
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
-        self.net_.eval()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.net_, x)
@@ -163,5 +145,5 @@ class VAEFinetune(Method):
 class VAEFinetuneFrozen(VAEFinetune):
     name = "vae-finetune-frozen"
     version = 1
-    description = "Shared VAE's encoder (copied, frozen) + small head on the labeled images"
+    description = "Shared (conv) VAE's encoder, copied and frozen, + conv head on the labels"
     defaults = {**VAEFinetune.defaults, "freeze_encoder": True}

@@ -54,6 +54,14 @@ def _workspace(root: Path) -> Any:
     return Workspace(root, torch.device("cpu"), VAECache(root / "cache"), progress=False)
 
 
+def fingerprint_params(name: str) -> dict[str, Any]:
+    """The parameters a method is fingerprinted with: its defaults, made small."""
+    from benchmark.study import grid
+
+    params, _ = grid.resolve_params(name, DATASET, N_LABELS, {**FAST, **PARAMS.get(name, {})})
+    return params
+
+
 def method_fingerprint(name: str, root: Path) -> str:
     """The class predicted for each of the 200 tiny test images, as a string of digits."""
     import methods
@@ -62,7 +70,7 @@ def method_fingerprint(name: str, root: Path) -> str:
 
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
-    params, _ = grid.resolve_params(name, DATASET, N_LABELS, {**FAST, **PARAMS.get(name, {})})
+    params = fingerprint_params(name)
     cell = grid.Cell(name, DATASET, N_LABELS, SEED, grid.canonical(params))
     ws = _workspace(root)
     method = methods.get(name)(**params)

@@ -38,7 +38,8 @@ def settings_of(method: str, params: dict[str, object], param_source: str = "") 
     try:
         cls = methods.get(method)
         known = {k: v for k, v in params.items() if k in cls.defaults}
-        former = {k: v for k, v in cls.former_values.items() if k not in known}
+        earlier = {**cls.former_values, **cls.new_params}
+        former = {k: v for k, v in earlier.items() if k not in known}
         logged = cls(**known, **former).params
     except UsageError:
         return "unknown (a method or parameter that no longer exists)"

@@ -42,7 +42,8 @@ class Cell:
     def key(self) -> str:
         """The cell's settings: same key, same question asked. Tracking, resume and the
         tables group by it; `code` tells whether an answer is still current."""
-        blob = f"{self.params}|{self.subset}|{self.fingerprint}"
+        params = canonical(identity_params(self.method, self.param_dict))
+        blob = f"{params}|{self.subset}|{self.fingerprint}"
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{self.method}/{self.dataset}/{self.n_labels}/seed{self.seed}/{digest}"
 
@@ -60,6 +61,15 @@ class Cell:
 
 def canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True)
+
+
+def identity_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that name a cell: a parameter added after cells were archived is left
+    out at the value that computes what they computed (the method's `new_params`), so those
+    cells keep their keys and stay finished."""
+    cls = methods.REGISTRY.get(method)
+    added = cls.new_params if cls is not None else {}
+    return {k: v for k, v in params.items() if not (k in added and added[k] == v)}
 
 
 def check_settings(settings: Mapping[str, Any], method_names: list[str]) -> None:

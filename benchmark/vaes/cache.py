@@ -42,7 +42,7 @@ def cache_key(fingerprint: str, config: VAEConfig, seed: int, device: torch.devi
     blob = json.dumps(
         {
             "data": fingerprint,
-            "config": asdict(config),
+            "config": config.identity(),
             "seed": seed,
             "device": device.type,
             "code": vae_version(),

@@ -1,0 +1,83 @@
+"""Training a classifier network on the labeled images alone: the loop the fine-tuning
+methods and the supervised-only networks share (Adam with weight decay, fixed epochs, and with
+a validation slice of the labels the epoch it scores best, latest on ties)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmark.devices import seeded_generator
+from methods._holdout import accuracy
+from methods.base import TrainData
+from methods.training import Loop, run_loop
+
+
+def _epoch(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, optimizer, generator
+) -> float:
+    """One pass over the labeled training images; returns their mean cross-entropy."""
+    net.train()
+    batch = min(batch_size, len(x))
+    order = torch.randperm(len(x), generator=generator, device=x.device)
+    total = torch.zeros((), device=x.device)
+    for begin in range(0, len(x), batch):
+        idx = order[begin : begin + batch]
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(idx)
+    return float(total) / len(x)
+
+
+def train_classifier(
+    net: nn.Module,
+    name: str,
+    params: dict[str, Any],
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    data: TrainData,
+) -> None:
+    """Fixed epochs; with a validation slice, keep the epoch it scores best (latest on ties)."""
+    (x, y), (x_val, y_val) = train, val
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(
+        trainable, lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
+    )
+    generator = seeded_generator(data.seed, x.device)
+    best: dict[str, Any] = {"score": -1.0, "state": None}
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        data.log_metric("train_loss", loss, epoch)
+        if len(y_val):
+            net.eval()
+            score = accuracy(net, x_val, y_val)
+            data.log_metric("val_accuracy", score, epoch)
+            if score >= best["score"]:
+                best.update(score=score, state=copy.deepcopy(net.state_dict()))
+
+    batch_size = int(params["batch_size"])
+    run_loop(
+        Loop(
+            name=name,
+            model=net,
+            optimizer=optimizer,
+            generator=generator,
+            epochs=int(params["epochs"]),
+            run_epoch=lambda epoch: _epoch(net, x, y, batch_size, optimizer, generator),
+            on_epoch=on_epoch,
+            checkpoint=data.checkpoint("finetune.pt"),
+            progress=data.progress,
+            hint=f"lower the learning rate (lr={params['lr']})",
+            get_extra=lambda: dict(best),
+            set_extra=best.update,
+        )
+    )
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    net.eval()
