@@ -1,0 +1,199 @@
+"""The Ladder network (Rasmus et al. 2015) and its supervised-only reference.
+
+Published settings, as defaults: MLP 784-1000-500-250-250-250-10, Gaussian noise of std 0.3 on
+the input and every layer, denoising weights λ = 1000, 10, 0.1, 0.1, 0.1, 0.1, 0.1 (input to
+top), Adam at 0.002 for 150 passes over the unlabeled images, the rate decaying linearly to zero
+over the last 50, 100 labeled and 100 unlabeled images a step. `model=gamma` keeps the top
+layer's cost only (the Γ-model). Unlike the survey's "ladder of VAEs" (a hierarchy of latent
+variables with the label at the top, here `m2`/`m1-m2`), this ladder is a denoising
+autoencoder whose lateral connections let the top layer specialise on the classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from benchmark.devices import seeded_generator
+from benchmark.errors import UsageError
+from methods._holdout import predict_classes
+from methods._ladder import LadderNet
+from methods.base import Method, TrainData
+from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
+from methods.training import Loop, run_loop
+
+SIZES = "1000,500,250,250,250"
+FULL_WEIGHTS = "1000,10,0.1,0.1,0.1,0.1,0.1"
+
+
+def _floats(text: str) -> list[float]:
+    return [float(t) for t in str(text).split(",")]
+
+
+class Ladder(Method):
+    name = "ladder"
+    version = 1
+    reference = "ladder-supervised"
+    description = "Ladder network: a denoising decoder with lateral connections to every layer"
+    defaults = {
+        "hidden": SIZES,
+        "noise_std": 0.3,
+        "model": "full",
+        "denoising_weights": FULL_WEIGHTS,
+        "epochs": 150,
+        "decay_epochs": 50,
+        "lr": 0.002,
+        "batch_size": 100,
+    }
+    rules = {
+        "hidden": Rule(pattern=r"[1-9][0-9]*(,[1-9][0-9]*)*"),
+        "noise_std": NON_NEGATIVE,
+        "model": Rule(choices=("full", "gamma", "supervised")),
+        "denoising_weights": Rule(pattern=r"[0-9.e+-]+(,[0-9.e+-]+)*"),
+        "epochs": AT_LEAST_ONE,
+        "decay_epochs": NON_NEGATIVE,
+        "lr": POSITIVE,
+        "batch_size": AT_LEAST_ONE,
+    }
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {
+            "noise_std": trial.suggest_float("noise_std", 0.1, 0.5),
+            "lr": trial.suggest_float("lr", 5e-4, 5e-3, log=True),
+            "epochs": trial.suggest_int("epochs", 10, 150, log=True),
+        }
+
+    @classmethod
+    def estimated_seconds(
+        cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
+    ) -> float:
+        sizes = [784, *[int(h) for h in str(params["hidden"]).split(",")], n_classes]
+        weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        steps = n_train / int(params["batch_size"])
+        passes = 1 if params["model"] == "supervised" else 3  # clean, corrupted, decoder
+        return 5.0 + int(params["epochs"]) * steps * passes * weights * 2 * 200 * 3e-10
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        layers = len(str(self.params["hidden"]).split(",")) + 2
+        if len(_floats(self.params["denoising_weights"])) != layers:
+            raise UsageError(
+                f"Method {self.name!r}: denoising_weights needs {layers} values, one per layer"
+                f" from the input to the top (hidden={self.params['hidden']!r})."
+            )
+
+    def weights(self) -> list[float]:
+        """λ per layer, input first: the Γ-model keeps the top's; the reference none."""
+        layers = len(str(self.params["hidden"]).split(",")) + 2
+        full = _floats(self.params["denoising_weights"])
+        if self.params["model"] == "gamma":
+            return [0.0] * (layers - 1) + [full[-1]]
+        if self.params["model"] == "supervised":
+            return [0.0] * layers
+        return full
+
+    def fit(self, data: TrainData) -> None:
+        p = self.params
+        sizes = [data.x.shape[1], *[int(h) for h in str(p["hidden"]).split(",")], data.n_classes]
+        weights = self.weights()
+        device = data.device
+        self.net_ = LadderNet(sizes, float(p["noise_std"]))
+        self.net_.init_weights(torch.Generator().manual_seed(data.seed))
+        self.net_.to(device)
+        optimizer = torch.optim.Adam(self.net_.parameters(), lr=float(p["lr"]))
+        generator = seeded_generator(data.seed, device)
+        x = torch.from_numpy(np.ascontiguousarray(data.x)).to(device)
+        labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)  # copies:
+        y = torch.tensor(data.y_labeled, dtype=torch.long, device=device)  # read-only input
+        unlabeled = _rows_outside(len(x), labeled)
+        # an epoch is a pass over the unlabeled images, for the reference too: both see the
+        # labels equally often
+        supervised = p["model"] == "supervised"
+        batch = int(p["batch_size"])
+        n_steps = max(1, -(-len(unlabeled) // batch))
+        epochs, decay = int(p["epochs"]), int(p["decay_epochs"])
+
+        def run_epoch(epoch: int) -> float:
+            rate = float(p["lr"]) * min(1.0, (epochs - epoch) / decay) if decay else float(p["lr"])
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            self.net_.train()
+            order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
+            stream = torch.cat(
+                [torch.randperm(len(labeled), generator=generator, device=device)
+                 for _ in range(-(-n_steps * batch // len(labeled)))]
+            )  # fmt: skip
+            total = torch.zeros((), device=device)
+            for step in range(n_steps):
+                idx_l = stream[step * batch : (step + 1) * batch]
+                rows = labeled[idx_l] if supervised else torch.cat(
+                    [labeled[idx_l], order[step * batch : (step + 1) * batch]]
+                )  # fmt: skip
+                loss = self._step_loss(x[rows], y[idx_l], weights, generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach()
+            return float(total) / n_steps
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            data.log_metric("ladder_loss", loss, epoch)
+            self.net_.eval()
+            with torch.no_grad():
+                fit = (self.net_(x[labeled]).argmax(1) == y).float().mean()
+            data.log_metric("labeled_accuracy", float(fit), epoch)
+
+        run_loop(
+            Loop(
+                name=self.name,
+                model=self.net_,
+                optimizer=optimizer,
+                generator=generator,
+                epochs=epochs,
+                run_epoch=run_epoch,
+                on_epoch=on_epoch,
+                checkpoint=data.checkpoint("ladder.pt"),
+                progress=data.progress,
+                hint=f"lower the learning rate (lr={p['lr']})",
+            )
+        )
+        self.net_.eval()
+
+    def _step_loss(
+        self, x: torch.Tensor, y: torch.Tensor, weights: list[float], generator: torch.Generator
+    ) -> torch.Tensor:
+        """Cross-entropy of the corrupted path on the labeled rows (the first len(y)) plus the
+        weighted denoising costs on every row."""
+        n = len(y)
+        logits_noisy, noisy, _ = self.net_.encode(x, generator, train=True, n_labeled=n)
+        loss = F.cross_entropy(logits_noisy[:n], y)
+        if any(w > 0 for w in weights):  # denoising costs on the unlabeled rows
+            _, clean, stats = self.net_.encode(x, None, train=True, n_labeled=n)
+            loss = loss + self.net_.denoising_costs(
+                logits_noisy[n:], [z[n:] for z in noisy], [z[n:] for z in clean], stats, weights
+            )
+        else:  # the reference: the running statistics still come from a clean pass
+            with torch.no_grad():
+                self.net_.encode(x, None, train=True, n_labeled=n)
+        return loss
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predict_classes(self.net_, x)
+
+
+class LadderSupervised(Ladder):
+    name = "ladder-supervised"
+    version = 1
+    reference = None
+    description = "The Ladder's network with its noise, trained on the labeled images alone"
+    defaults = {**Ladder.defaults, "model": "supervised"}
+
+
+def _rows_outside(n_rows: int, taken: torch.Tensor) -> torch.Tensor:
+    free = torch.ones(n_rows, dtype=torch.bool, device=taken.device)
+    free[taken] = False
+    return torch.nonzero(free).flatten()
