@@ -33,6 +33,7 @@ SSL_METHODS = (
     "vae-poisson",
     "vae-self-training",
     "ladder",
+    "aae",
 )
 HEAVY = {"vae-gmm-mutual", "m2"}  # over ~5 s: in the full suite, not in `-m "not slow"`
 SMALL_VAE = {"latent_dim": 4, "vae_hidden": "64,32", "vae_epochs": 10, "vae_batch_size": 64}
@@ -52,7 +53,8 @@ SMALL = {
         "epochs": 20,
         "decay_epochs": 5,
         "batch_size": 20,
-    },  # fmt: skip
+    },
+    "aae": {"hidden": 64, "z_dim": 4, "epochs": 20, "batch_size": 20, "lr": 1e-3},
 }
 
 
