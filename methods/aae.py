@@ -89,7 +89,8 @@ class AAE(Method):
         weights = 2 * (784 * h + h * h) + 2 * h * h  # encoder, decoder, two critics
         passes = 1 if params["supervised"] else 6
         steps = n_train / int(params["batch_size"])
-        return 5.0 + int(params["epochs"]) * steps * passes * weights * 100 * 6e-10
+        # ~6e-11 s per weight, row and pass on the reference CPU (an epoch: ~2 min)
+        return 5.0 + int(params["epochs"]) * steps * passes * weights * 100 * 6e-11
 
     def fit(self, data: TrainData) -> None:
         p, device = self.params, data.device

@@ -75,7 +75,8 @@ class Ladder(Method):
         weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
         steps = n_train / int(params["batch_size"])
         passes = 1 if params["model"] == "supervised" else 3  # clean, corrupted, decoder
-        return 5.0 + int(params["epochs"]) * steps * passes * weights * 2 * 200 * 3e-10
+        # ~6e-11 s per weight, row and pass on the reference CPU (a full ladder epoch: ~1 min)
+        return 5.0 + int(params["epochs"]) * steps * passes * weights * 200 * 6e-11
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
