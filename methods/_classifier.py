@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.devices import seeded_generator
-from methods._holdout import accuracy
+from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
 from methods.training import Loop, run_loop
 
@@ -81,3 +81,12 @@ def train_classifier(
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     net.eval()
+
+
+def fit_on_labels(net: nn.Module, name: str, params: dict[str, Any], data: TrainData) -> None:
+    """Train `net` on the budget's labels, less a validation slice of `val_fraction` of them."""
+    holdout = split_labeled(data.y_labeled, float(params["val_fraction"]), data.seed)
+    x = torch.from_numpy(data.x_labeled).to(data.device)
+    y = torch.tensor(data.y_labeled, dtype=torch.long, device=data.device)
+    train, val = (torch.as_tensor(i, device=data.device) for i in (holdout.train, holdout.val))
+    train_classifier(net, name, params, (x[train], y[train]), (x[val], y[val]), data)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from methods._classifier import train_classifier
-from methods._holdout import predict_classes, split_labeled
+from methods._classifier import fit_on_labels
+from methods._holdout import predict_classes
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE
 from methods.vae import conv_feature_maps
@@ -62,13 +61,7 @@ class SupervisedCNN(Method):
         body, maps = conv_feature_maps(shape)
         head = conv_head(maps, int(self.params["head_hidden"]), data.n_classes)
         self.net_ = init_layers(nn.Sequential(body, head), data.seed).to(data.device)
-        holdout = split_labeled(data.y_labeled, float(self.params["val_fraction"]), data.seed)
-        x = torch.from_numpy(data.x_labeled).to(data.device)
-        y = torch.tensor(data.y_labeled, dtype=torch.long, device=data.device)
-        train, val = (torch.as_tensor(i, device=data.device) for i in (holdout.train, holdout.val))
-        train_classifier(
-            self.net_, self.name, self.params, (x[train], y[train]), (x[val], y[val]), data
-        )
+        fit_on_labels(self.net_, self.name, self.params, data)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.net_, x)

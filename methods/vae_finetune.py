@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from benchmark.errors import UsageError
-from methods._classifier import train_classifier
-from methods._holdout import predict_classes, split_labeled
+from methods._classifier import fit_on_labels
+from methods._holdout import predict_classes
 from methods.base import VAE_DEFAULTS, VAE_NEW_PARAMS, VAE_RULES, Method, TrainData, vae_config_from
 from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Rule
 from methods.vae import VAE
@@ -130,13 +130,7 @@ class VAEFinetune(Method):
         )
         encoder, head = self.net_
         encoder.requires_grad_(not self.params["freeze_encoder"])
-        holdout = split_labeled(data.y_labeled, float(self.params["val_fraction"]), data.seed)
-        x = torch.from_numpy(data.x_labeled).to(data.device)
-        y = torch.tensor(data.y_labeled, dtype=torch.long, device=data.device)
-        train, val = (torch.as_tensor(i, device=data.device) for i in (holdout.train, holdout.val))
-        train_classifier(
-            self.net_, self.name, self.params, (x[train], y[train]), (x[val], y[val]), data
-        )
+        fit_on_labels(self.net_, self.name, self.params, data)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.net_, x)
