@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
-from methods.training import Loop, run_loop
+from methods.training import Loop, adam, run_loop
 
 
 def _epoch(
@@ -46,8 +46,8 @@ def train_classifier(
     """Fixed epochs; with a validation slice, keep the epoch it scores best (latest on ties)."""
     (x, y), (x_val, y_val) = train, val
     trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        trainable, lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
+    optimizer = adam(
+        trainable, x.device, lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
     )
     generator = seeded_generator(data.seed, x.device)
     best: dict[str, Any] = {"score": -1.0, "state": None}

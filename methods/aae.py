@@ -22,7 +22,7 @@ from benchmark.devices import seeded_generator
 from methods._holdout import predict_classes
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, POSITIVE
-from methods.training import Loop, run_loop
+from methods.training import Loop, adam, run_loop
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -98,14 +98,17 @@ class AAE(Method):
         _init(self.net_, data.seed)
         self.net_.to(device)
         net = self.net_
-        adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))  # noqa: E731
+
+        def optimizer(params, lr: float) -> torch.optim.Adam:
+            return adam(params, device, lr=lr, betas=(0.5, 0.999))
+
         opt = {
-            "ae": adam([*net.encoder.parameters(), *net.decoder.parameters()], float(p["lr"])),
-            "critics": adam(
+            "ae": optimizer([*net.encoder.parameters(), *net.decoder.parameters()], float(p["lr"])),
+            "critics": optimizer(
                 [*net.d_cat.parameters(), *net.d_style.parameters()], float(p["adversarial_lr"])
-            ),  # fmt: skip
-            "encoder": adam(net.encoder.parameters(), float(p["adversarial_lr"])),
-            "label": adam(net.encoder.parameters(), float(p["lr"])),
+            ),
+            "encoder": optimizer(net.encoder.parameters(), float(p["adversarial_lr"])),
+            "label": optimizer(net.encoder.parameters(), float(p["lr"])),
         }
         generator = seeded_generator(data.seed, device)
         x = torch.from_numpy(np.ascontiguousarray(data.x)).to(device)

@@ -23,7 +23,7 @@ from methods._holdout import predict_classes
 from methods._ladder import LadderNet
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
-from methods.training import Loop, run_loop
+from methods.training import Loop, adam, run_loop
 
 SIZES = "1000,500,250,250,250"
 FULL_WEIGHTS = "1000,10,0.1,0.1,0.1,0.1,0.1"
@@ -105,7 +105,7 @@ class Ladder(Method):
         self.net_ = LadderNet(sizes, float(p["noise_std"]))
         self.net_.init_weights(torch.Generator().manual_seed(data.seed))
         self.net_.to(device)
-        optimizer = torch.optim.Adam(self.net_.parameters(), lr=float(p["lr"]))
+        optimizer = adam(self.net_.parameters(), device, lr=float(p["lr"]))
         generator = seeded_generator(data.seed, device)
         x = torch.from_numpy(np.ascontiguousarray(data.x)).to(device)
         labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)  # copies:

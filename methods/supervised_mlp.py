@@ -21,7 +21,7 @@ from methods._holdout import accuracy, predict_classes, split_labeled
 from methods._m2 import M2, M2_DEFAULTS, M2_EPOCH_SECONDS, M2_RULES, M2Config
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE
-from methods.training import Loop, run_loop
+from methods.training import Loop, adam, run_loop
 
 SHARED = ("hidden", "epochs", "batch_size", "labeled_batch_size", "lr", "val_fraction")
 
@@ -58,7 +58,7 @@ class SupervisedMLP(Method):
         train, val = (torch.as_tensor(i, device=device) for i in (holdout.train, holdout.val))
         x_train, y_train, x_val, y_val = x[train], y[train], x[val], y[val]
         self.net_ = classifier(x.shape[1], data.n_classes, p, data.seed).to(device)
-        optimizer = torch.optim.Adam(self.net_.parameters(), lr=float(p["lr"]))
+        optimizer = adam(self.net_.parameters(), device, lr=float(p["lr"]))
         generator = seeded_generator(data.seed, device)
         n_unlabeled = len(data.x) - len(data.labeled)
         steps = max(1, -(-n_unlabeled // int(p["batch_size"])))  # as many as an M2 epoch

@@ -26,6 +26,14 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 
+def adam(params, device: torch.device, **options: Any) -> torch.optim.Adam:
+    """Adam for a training loop. On a GPU it is fused: its step counters stay on the device and
+    a step does no per-parameter work on the host. On the CPU it is PyTorch's default, whose
+    numbers every archived CPU cell was computed with."""
+    fused = True if device.type == "cuda" else None
+    return torch.optim.Adam(params, fused=fused, **options)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model is not cached."""
 

@@ -27,6 +27,10 @@ PARAMS = {  # those that learn slowly
     "m1-m2": {"epochs": 30, "batch_size": 40},
     "vae-finetune": {"epochs": 30},
     "vae-finetune-frozen": {"epochs": 30},
+    "aae": {"epochs": 10, "lr": 1e-3, "adversarial_lr": 1e-3, "batch_size": 20},
+    "aae-supervised": {"epochs": 10, "lr": 1e-3, "adversarial_lr": 1e-3, "batch_size": 20},
+    "ladder": {"batch_size": 20},
+    "ladder-supervised": {"batch_size": 20},
 }
 N_LABELS, SEED, DATASET = 20, 0, "mnist"
 

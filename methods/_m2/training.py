@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._m2.config import M2Config, labeled_per_step
 from methods._m2.model import M2
-from methods.training import Checkpoint, Loop, run_loop
+from methods.training import Checkpoint, Loop, adam, run_loop
 
 
 def batch_loss(
@@ -112,7 +112,7 @@ def train_m2(
     model = M2(x.shape[1], n_classes, config)
     model.init_weights(torch.Generator().manual_seed(seed))  # CPU init: same on any device
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model.parameters(), device, lr=config.lr)
     # held-out rows are neither labeled nor unlabeled: excluded
     unlabeled = rows_outside(len(x), labeled, *([] if held_out is None else [held_out]))
     n_steps = max(1, -(-len(unlabeled) // config.batch_size))
