@@ -60,4 +60,7 @@ class VAELabelSpreading(VAEFeatureMethod):
         ).fit((z - self.mean_) / self.std_, targets)
 
     def predict_features(self, z: np.ndarray) -> np.ndarray:
-        return self.model_.predict((z - self.mean_) / self.std_)
+        # a test image whose neighbours the labels never reached (a part of the graph with no
+        # labeled image) has no distribution to normalise: scikit-learn warns and predicts 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.model_.predict((z - self.mean_) / self.std_)
