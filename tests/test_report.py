@@ -149,3 +149,13 @@ def test_a_run_made_under_older_defaults_is_not_filed_under_todays() -> None:
         # m1-m2 trained on means with a shared decoder sigma before these parameters existed
         "m1-m2 [decoder_variance=shared, sample_features=False]",
     }
+
+
+def test_the_winner_of_a_budget_is_named_with_its_paired_margin() -> None:
+    from benchmark.reports.tables import winners
+
+    better = [b + 2.0 + e for b, e in zip(BASE, [0.1, -0.1, 0.2, 0.0, -0.2])]
+    rows = pd.DataFrame(runs({"pixel-svm": BASE, "vae-rbf-svm": better, "m2": [99.0]}))
+    (line,) = winners(rows)
+    assert line.startswith("mnist, 100 labels: `vae-rbf-svm` wins with 73.0 %, +2.0 points over")
+    assert "`pixel-svm`" in line and "5/0/0" in line  # m2's one seed cannot win

@@ -98,6 +98,12 @@ def report(
         " other settings are in `variants.md`."
     )
     summary = report_mod.write_report(rows, results_dir, caption, baseline)
+    verdicts = report_mod.winners(rows)
+    (results_dir / "winners.md").write_text(
+        "# Which method wins each budget\n\nToday's defaults, 3 seeds or more; the paired"
+        " difference is to the runner-up on the same labeled images.\n\n"
+        + "".join(f"- {line}\n" for line in verdicts)
+    )
     machines = sorted(set(rows["machine"]) - {""}) or [
         "machines not recorded (runs before 2026-12-02)"
     ]

@@ -19,6 +19,7 @@ from benchmark import provenance
 from benchmark.errors import UsageError
 from benchmark.reports import plots, stats
 from benchmark.reports.markdown import (
+    BOLD_MIN_SEEDS,
     DEFAULT_BASELINE,
     PLOTS,
     baseline_row,
@@ -219,3 +220,34 @@ def _write_plots(summary, rank, results_dir: Path, baseline: str) -> None:
         plots.critical_difference(rank, paths["critical_difference"])
     else:
         paths["critical_difference"].unlink(missing_ok=True)
+
+
+def winners(rows: pd.DataFrame, min_seeds: int = BOLD_MIN_SEEDS) -> list[str]:
+    """Per dataset and budget, one sentence: the method with the best mean (today's defaults,
+    on the seeds every compared method ran, `min_seeds` or more) and its paired difference to
+    the runner-up."""
+    defaults, _ = split_rows(rows)
+    defaults = latest_per_cell(defaults)
+    lines = []
+    for (dataset, budget), block in defaults.groupby(["dataset", "n_labels"]):
+        scores = {m: g.set_index("seed")["accuracy"] for m, g in block.groupby("method")}
+        most = max(len(s) for s in scores.values())
+        common = set.intersection(*(set(s.index) for s in scores.values() if len(s) == most))
+        ranked = sorted(
+            (m for m, s in scores.items() if common <= set(s.index)),
+            key=lambda m: scores[m][sorted(common)].mean(),
+            reverse=True,
+        )
+        if len(ranked) < 2 or len(common) < min_seeds:
+            continue
+        best, second = ranked[:2]
+        p = stats.paired(scores[best], scores[second])
+        interval = "" if pd.isna(p.low) else f" (95 % interval {p.low:+.1f} to {p.high:+.1f})"
+        p_text = "" if pd.isna(p.p_value) else f", paired t-test p = {p.p_value:.2g}"
+        lines.append(
+            f"{dataset}, {int(budget)} labels: `{best}` wins with"
+            f" {scores[best][sorted(common)].mean():.1f} %,"
+            f" {p.diff:+.1f} points over `{second}`{interval}{p_text},"
+            f" {p.wins}/{p.ties}/{p.losses} wins/ties/losses over {p.n} seeds."
+        )
+    return lines
