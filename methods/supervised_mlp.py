@@ -47,7 +47,7 @@ class SupervisedMLP(Method):
         cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
     ) -> float:
         # one labeled minibatch per M2 step, through one network instead of M2's ten-class pass
-        return 3.0 + int(params["epochs"]) * M2_EPOCH_SECONDS * (n_train / 60_000) * 0.02
+        return 3.0 + int(params["epochs"]) * M2_EPOCH_SECONDS * (n_train / 60_000) * 0.035
 
     def fit(self, data: TrainData) -> None:
         p = self.params

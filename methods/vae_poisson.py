@@ -37,7 +37,7 @@ class VAEPoisson(VAEFeatureMethod):
     def estimated_seconds(
         cls, n_labels: int, n_train: int, params: dict[str, Any], n_classes: int = 10
     ) -> float:
-        return 5.0 + 2e-4 * n_train * int(params["n_neighbors"]) / 10  # graph and solver
+        return 4.0 + 1.6e-4 * n_train * int(params["n_neighbors"]) / 10  # graph and solver
 
     def fit_features(self, z: np.ndarray, data: TrainData) -> None:
         import graphlearning as gl

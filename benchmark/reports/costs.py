@@ -23,6 +23,7 @@ def estimate(row) -> float:
     try:
         cls = methods.get(row.method)
         known = {k: v for k, v in json.loads(row.params).items() if k in cls.defaults}
+        known = {**{k: v for k, v in cls.new_params.items() if k not in known}, **known}
         spec = datasets.get_spec(row.dataset)
     except (UsageError, ValueError):
         return float("nan")
