@@ -314,6 +314,7 @@ def test_ctrl_c_with_two_workers_never_prints_a_traceback(tiny_data: Path, store
             args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         wait_for_a_run(proc, stores, "RUNNING")
+        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 130, stderr.decode()[-3000:]

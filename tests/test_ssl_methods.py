@@ -123,9 +123,9 @@ def test_fitting_leaves_the_shared_vae_untouched(
     for name in ("vae-finetune", "vae-gmm-mutual"):
         params = {**SMALL[name], "epochs": 1, "rounds": 1} if "mutual" in name else SMALL[name]
         config = vae_config_from({**methods.get(name).defaults, **params})
-        before = {k: v.clone() for k, v in provide(config).state_dict().items()}
+        before = {k: v.clone() for k, v in data.get_vae(config).state_dict().items()}
         methods.get(name)(**params).fit(data)
-        after = provide(config).state_dict()
+        after = data.get_vae(config).state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before), name
 
 

@@ -41,11 +41,16 @@ def finished_runs(uri: str, experiment: str) -> list[Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     from mlflow.tracking import MlflowClient
 
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        found = client.get_experiment_by_name(experiment)
-    except Exception as error:
-        raise UsageError(f"Cannot read MLflow tracking store {uri!r}: {error}") from None
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            with store_lock(uri):  # MLflow checks (and may create) its schema on opening
+                client = MlflowClient(tracking_uri=uri)
+                found = client.get_experiment_by_name(experiment)
+            break
+        except Exception as error:  # another process was creating the schema: try again
+            if attempt + 1 == OPEN_ATTEMPTS:
+                raise UsageError(f"Cannot read MLflow tracking store {uri!r}: {error}") from None
+            time.sleep(0.5 * (attempt + 1))
     if found is None:
         return []
     runs, token = [], None

@@ -133,8 +133,8 @@ _STOPPING = threading.Event()
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """The first SIGINT or SIGTERM stops the worker; later ones are ignored, so the launcher's
-    SIGTERM after a Ctrl-C cannot interrupt the worker's own clean-up with a traceback."""
+    """The launcher's SIGTERM stops the worker, once: a second one cannot interrupt the
+    worker's own clean-up with a traceback."""
     if _STOPPING.is_set():
         return
     _STOPPING.set()
@@ -142,12 +142,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _install_interrupts() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in this worker, once. Should it land inside a
-    finaliser (a `__del__` or weakref callback, e.g. SQLAlchemy's during garbage collection),
-    Python cannot raise it there: it would print "Exception ignored ... Traceback" and carry
-    on. The hook below prints nothing and has a helper thread deliver it again 50 ms later,
-    when the main thread is out of the finaliser (if not, the same happens once more)."""
-    signal.signal(signal.SIGINT, _interrupt)
+    """SIGTERM raises KeyboardInterrupt in this worker, once; SIGINT stays ignored, as the
+    worker was started with it ignored: a terminal's Ctrl-C reaches the whole process group,
+    and only the launcher acts on it, stopping its workers with SIGTERM. Should the SIGTERM
+    land inside a finaliser (a `__del__` or weakref callback, e.g. SQLAlchemy's during garbage
+    collection), Python cannot raise it there: it would print "Exception ignored ...
+    Traceback" and carry on. The hook below prints nothing and has a helper thread deliver it
+    again 50 ms later, when the main thread is out of the finaliser."""
     signal.signal(signal.SIGTERM, _interrupt)
     default = sys.unraisablehook
 
@@ -198,8 +199,14 @@ def _run_processes(
     quiet = replace(options, progress=False)
     context = mp.get_context("spawn")
     procs = [context.Process(target=_worker_main, args=(quiet, name)) for _ in range(n_workers)]
-    for p in procs:
-        p.start()
+    # Started with SIGINT ignored (a disposition a new process keeps): a Ctrl-C while one is
+    # still starting Python would otherwise print a "Fatal Python error" traceback from it.
+    default = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, default)
     queue = CellQueue(open_storage(options.storage), options.storage, name)
     finished = (TrialState.COMPLETE, TrialState.FAIL)
     before = {t.number for t in queue.trials(*finished)}
