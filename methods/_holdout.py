@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import UsageError
+from methods.training import from_array
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def predict_classes(
     """argmax of the model's class logits per row, in batches on the model's device."""
     model.eval()
     device = next(model.parameters()).device
-    x = torch.as_tensor(features)
+    x = from_array(features)
     out = [
         model(x[i : i + batch_size].to(device)).argmax(1).cpu()
         for i in range(0, len(x), batch_size)

@@ -111,7 +111,7 @@ class AAE(Method):
             "label": optimizer(net.encoder.parameters(), float(p["lr"])),
         }
         generator = seeded_generator(data.seed, device)
-        x = torch.from_numpy(np.ascontiguousarray(data.x)).to(device)
+        x = data.x_tensor()
         labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)
         y = torch.tensor(data.y_labeled, dtype=torch.long, device=device)
         free = torch.ones(len(x), dtype=torch.bool, device=device)

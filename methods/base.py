@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from methods.params import AT_LEAST_ONE, POSITIVE, Rule, coerce_all
-from methods.training import Checkpoint
+from methods.training import Checkpoint, from_array
 from methods.vae import VAE, VAEConfig
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -54,6 +54,10 @@ class TrainData:
         """A checkpoint file for one of the method's training loops, if the runner gave a
         folder: an interrupted cell then resumes its training instead of starting over."""
         return None if self.checkpoint_dir is None else Checkpoint(self.checkpoint_dir / name)
+
+    def x_tensor(self) -> torch.Tensor:
+        """Every training image as one tensor on the device (on the CPU, the array's memory)."""
+        return from_array(self.x).to(self.device)
 
     @property
     def x_labeled(self) -> np.ndarray:

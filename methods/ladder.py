@@ -107,7 +107,7 @@ class Ladder(Method):
         self.net_.to(device)
         optimizer = adam(self.net_.parameters(), device, lr=float(p["lr"]))
         generator = seeded_generator(data.seed, device)
-        x = torch.from_numpy(np.ascontiguousarray(data.x)).to(device)
+        x = data.x_tensor()
         labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)  # copies:
         y = torch.tensor(data.y_labeled, dtype=torch.long, device=device)  # read-only input
         unlabeled = _rows_outside(len(x), labeled)

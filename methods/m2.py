@@ -46,7 +46,7 @@ class M2Method(Method):
         return m2_seconds(params, n_labels, n_train, 784, LIKELIHOOD, n_classes)
 
     def fit(self, data: TrainData) -> None:
-        x = torch.from_numpy(data.x).to(data.device)
+        x = data.x_tensor()
         self.model_ = fit_m2(x, data, self.params, likelihood=LIKELIHOOD)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -15,15 +15,26 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
+
+
+def from_array(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing the array's memory. The runner makes the images read-only, which
+    PyTorch warns it cannot enforce; no method writes to its input, so the warning is
+    silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def adam(params, device: torch.device, **options: Any) -> torch.optim.Adam:

@@ -71,7 +71,7 @@ class VAEGMMMutual(VAEGMM):
         )
         self.vae_ = copy.deepcopy(data.get_vae(self.vae_config()))
         config = dataclasses.replace(self.vae_config(), epochs=int(self.params["epochs"]))
-        x = torch.from_numpy(data.x).to(data.device)
+        x = data.x_tensor()
         rounds = int(self.params["rounds"])
         checkpoint, first = data.checkpoint("mutual.pt"), 0
         saved = checkpoint.load() if checkpoint else None

@@ -6,6 +6,11 @@ graph Laplacian's Poisson equation spreads them to every training image, through
 distance to a constant, which is what keeps Poisson learning accurate at very few labels.
 A test image is classified inductively, by the mean scores of its k nearest training images:
 the test set never joins the graph and is read once, to score.
+
+The equation is solved on each connected component of the graph with the labels inside it:
+on a component whose sources do not sum to zero it has no solution, and the solver's iterates
+grow without bound (a few thousand images can fall apart into components). A component
+without labels scores zero for every class.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from methods.params import AT_LEAST_ONE
 
 class VAEPoisson(VAEFeatureMethod):
     name = "vae-poisson"
-    version = 1
+    version = 2
     reference = "vae-rbf-svm"
     description = "Poisson learning over a kNN graph of all training latent means (inductive)"
     defaults = {**VAE_DEFAULTS, "n_neighbors": 10}
@@ -49,9 +54,34 @@ class VAEPoisson(VAEFeatureMethod):
         self.index_ = NearestNeighbors(n_neighbors=k).fit(features)
         distances, neighbours = self.index_.kneighbors(features)
         graph = gl.weightmatrix.knn(None, k, knn_data=(neighbours, distances))
-        model = gl.ssl.poisson(graph)
-        self.scores_ = np.asarray(model.fit(np.asarray(data.labeled), data.y_labeled))
+        self.scores_ = poisson_by_component(graph, data.labeled, data.y_labeled, data.n_classes)
 
     def predict_features(self, z: np.ndarray) -> np.ndarray:
         _, neighbours = self.index_.kneighbors((z - self.mean_) / self.std_)
         return self.scores_[neighbours].mean(axis=1).argmax(axis=1)
+
+
+def poisson_by_component(
+    weights: Any, labeled: np.ndarray, labels: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """Poisson learning's scores [n, n_classes], solved on each connected component of the
+    weight matrix from the labels inside it (see the module docstring)."""
+    import graphlearning as gl
+    from scipy.sparse.csgraph import connected_components
+
+    weights = weights.tocsr()
+    _, component = connected_components(weights, directed=False)
+    scores = np.zeros((weights.shape[0], n_classes))
+    labeled, labels = np.asarray(labeled), np.asarray(labels)
+    for c in np.unique(component[labeled]):
+        nodes = np.flatnonzero(component == c)
+        inside = component[labeled] == c
+        classes = np.unique(labels[inside])
+        if len(classes) == 1:  # one class reaches this component: all of it is that class
+            scores[nodes, classes[0]] = 1.0
+            continue
+        local = np.searchsorted(nodes, labeled[inside])
+        solver = gl.ssl.poisson(weights[nodes][:, nodes])
+        u = solver.fit(local, np.searchsorted(classes, labels[inside]))
+        scores[np.ix_(nodes, classes)] = u
+    return scores

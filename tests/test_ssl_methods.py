@@ -34,6 +34,8 @@ SSL_METHODS = (
     "vae-self-training",
     "ladder",
     "aae",
+    "adgm",
+    "sdgm",
 )
 HEAVY = {"vae-gmm-mutual", "m2"}  # over ~5 s: in the full suite, not in `-m "not slow"`
 SMALL_VAE = {"latent_dim": 4, "vae_hidden": "64,32", "vae_epochs": 10, "vae_batch_size": 64}
@@ -55,6 +57,19 @@ SMALL = {
         "batch_size": 20,
     },
     "aae": {"hidden": 64, "z_dim": 4, "epochs": 20, "batch_size": 20, "lr": 1e-3},
+    **{
+        name: {
+            "hidden": "64,64",
+            "a_dim": 4,
+            "z_dim": 4,
+            "epochs": 15,
+            "batch_size": 20,
+            "labeled_batch_size": 20,
+            "lr": 1e-3,
+            "lr_decay_every": 10,
+        }
+        for name in ("adgm", "sdgm")
+    },  # fmt: skip
 }
 
 
@@ -171,3 +186,26 @@ def test_labels_of_unlabeled_images_never_reach_the_method(
         ws = Workspace(root, torch.device("cpu"), VAECache(tmp_path / variant / "cache"), False)
         run_cell(cell, ws)
     assert np.array_equal(predictions[0], predictions[1])
+
+
+def test_poisson_learning_solves_each_component_of_a_disconnected_graph() -> None:
+    """Two chains joined to nothing else, each with labels of two classes, and a third chain
+    without labels: scores stay finite, each chain follows its own labels, and the unlabeled
+    one scores zero. Solved as one system, a chain's sources do not sum to zero and its
+    scores grow without bound (to ~1e14 here)."""
+    from scipy import sparse
+
+    from methods.vae_poisson import poisson_by_component
+
+    def chain(n: int) -> sparse.csr_matrix:
+        return sparse.diags([np.ones(n - 1), np.ones(n - 1)], [-1, 1], format="csr")
+
+    weights = sparse.block_diag([chain(10), chain(10), chain(5)], format="csr")
+    labeled = np.array([0, 9, 10, 19])
+    labels = np.array([0, 1, 2, 3])
+    scores = poisson_by_component(weights, labeled, labels, n_classes=4)
+    assert np.isfinite(scores).all() and np.abs(scores).max() < 100
+    predicted = scores.argmax(axis=1)
+    assert list(predicted[:3]) == [0, 0, 0] and list(predicted[7:10]) == [1, 1, 1]
+    assert list(predicted[10:13]) == [2, 2, 2] and list(predicted[17:20]) == [3, 3, 3]
+    assert (scores[20:] == 0).all()
