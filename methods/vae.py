@@ -103,6 +103,15 @@ def _halved(size: int) -> int:
     return (size + 2 - 4) // 2 + 1
 
 
+def conv_encoder_macs(shape: tuple[int, int], width: int) -> int:
+    """Multiply-adds per image of the convolutional encoder: two 4x4 convolutions, each at
+    every position of its output, then the dense layer."""
+    (c1, c2), side = CONV_CHANNELS, (_halved(shape[0]), _halved(shape[1]))
+    first = side[0] * side[1] * c1 * 16
+    side = (_halved(side[0]), _halved(side[1]))
+    return first + side[0] * side[1] * c2 * 16 * c1 + c2 * side[0] * side[1] * width
+
+
 class _ConvEncoder(nn.Sequential):
     """Rows of pixels -> two stride-2 convolutions -> a dense layer of `width` units."""
 

@@ -163,3 +163,18 @@ def test_vae_trains_on_cuda_and_its_cpu_copy_gives_the_same_features(x_small) ->
     on_gpu = trained.model.latent_means(x_small[:200].numpy())
     on_cpu = trained.model.cpu().latent_means(x_small[:200].numpy())
     assert np.allclose(on_gpu, on_cpu, atol=1e-4)
+
+
+def test_the_plan_counts_a_convolutional_vae_by_its_convolutions() -> None:
+    """The plan once priced a conv VAE by the MLP's layer sizes: 170 s against ~900 s measured."""
+    from methods.base import CONV_MAC_COST, vae_seconds
+    from methods.vae import conv_encoder_macs
+
+    # 28x28: 14x14x32 outputs of 16 taps, 7x7x64 of 16x32 taps, then 64x7x7 -> 256
+    assert conv_encoder_macs((28, 28), 256) == 14 * 14 * 32 * 16 + 7 * 7 * 64 * 512 + 3136 * 256
+    mlp, conv = VAEConfig(), VAEConfig(arch="conv", image_shape=(28, 28))
+    ratio = (vae_seconds(conv, 60_000) - 1) / (vae_seconds(mlp, 60_000) - 1)
+    expected = (CONV_MAC_COST * conv_encoder_macs((28, 28), 256) + 2560) / (
+        784 * 512 + 512 * 256 + 2560
+    )
+    assert abs(ratio - expected) < 1e-9 and ratio > 5
