@@ -159,3 +159,29 @@ def test_the_winner_of_a_budget_is_named_with_its_paired_margin() -> None:
     (line,) = winners(rows)
     assert line.startswith("mnist, 100 labels: `vae-rbf-svm` wins with 73.0 %, +2.0 points over")
     assert "`pixel-svm`" in line and "5/0/0" in line  # m2's one seed cannot win
+
+
+def test_the_critical_difference_diagram_is_the_same_picture_in_every_process(tmp_path) -> None:
+    """scikit-posthocs iterates over sets of the labels; with method names, their order (and
+    the drawing) followed each process's string hashing, so every report rewrote the PNG."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from benchmark.reports import plots, stats\n"
+        "names = ['pixel-svm', 'vae-rbf-svm', 'vae-gmm', 'm2', 'vae-poisson', 'ladder']\n"
+        "rng = np.random.default_rng(0)\n"
+        "p = pd.DataFrame(rng.uniform(0, 0.2, (6, 6)), index=names, columns=names)\n"
+        "rank = stats.Ranking(pd.Series(np.linspace(2, 4, 6), index=names), 8, 1, 0.01,"
+        " (p + p.T) / 2, '')\n"
+        "plots.critical_difference(rank, __import__('pathlib').Path(sys.argv[1]))\n"
+    )
+    pictures = []
+    for seed in ("1", "2", "3"):
+        path = tmp_path / f"cd-{seed}.png"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "MPLBACKEND": "Agg"}
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
+        pictures.append(path.read_bytes())
+    assert pictures[0] == pictures[1] == pictures[2]

@@ -192,15 +192,24 @@ def critical_difference(rank, path: Path) -> Path:
     import scikit_posthocs as sp
 
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(rank.ranks) + 1.5))
-    colours = {m: method_style(m)[0] for m in rank.ranks.index}
-    sp.critical_difference_diagram(
-        rank.ranks,
-        rank.nemenyi,
+    # The diagram iterates over sets of its labels, whose order follows Python's per-process
+    # string hashing: it is drawn with integer labels (hashed the same in every process),
+    # then the method names are written in, so the same archive gives the same picture.
+    names = list(rank.ranks.index)
+    number = {name: i for i, name in enumerate(names)}
+    artists = sp.critical_difference_diagram(
+        rank.ranks.rename(index=number),
+        rank.nemenyi.rename(index=number, columns=number),
         ax=ax,
-        color_palette=colours,
-        label_fmt_left="{label} ({rank:.2f})  ",
-        label_fmt_right="  ({rank:.2f}) {label}",
+        color_palette={number[m]: method_style(m)[0] for m in names},
+        label_fmt_left="{label}",
+        label_fmt_right="{label}",
     )
+    for text in artists["labels"]:
+        name = names[int(text.get_text())]
+        value = rank.ranks[name]
+        left = text.get_horizontalalignment() == "right"
+        text.set_text(f"{name} ({value:.2f})  " if left else f"  ({value:.2f}) {name}")
     ax.set_title(f"Average rank over {rank.blocks} (dataset, budget) blocks", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
