@@ -63,6 +63,21 @@ def test_cheapest_cells_run_first_and_a_long_plan_suggests_a_cheaper_command() -
     assert len(plan.vaes) == 3 and all(plan.seconds[c.key] > 60 for c in vae_cells)
 
 
+def test_the_plan_finds_a_cached_convolutional_vae_under_the_key_it_was_cached_with() -> None:
+    """A conv VAE is cached under its image shape, which the method takes from the data: the
+    plan asked the cache without it, so it counted every cached conv VAE as one to train."""
+    cells = grid.build_grid(["vae-poisson"], ["mnist"], [100], [0], {"vae_arch": "conv"})
+    cells = grid.with_fingerprints(cells, {"mnist": "x"})
+    asked = []
+
+    def cached(cell, config) -> bool:
+        asked.append(config)
+        return config.image_shape == (28, 28)
+
+    plan = make_plan(cells, cells, 0, cached, pd.DataFrame())
+    assert [c.arch for c in asked] == ["conv"] and plan.vaes == []
+
+
 def test_torchvision_that_fails_to_import_is_named_as_such(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
     monkeypatch.setitem(sys.modules, "torchvision", None)

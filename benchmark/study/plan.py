@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -123,8 +123,14 @@ def _n_train(cell: Cell, sizes: Mapping[str, int]) -> int:
 
 
 def _vae_config(cell: Cell) -> VAEConfig | None:
-    cls = methods.get(cell.method)
-    return vae_config_from(cell.param_dict) if cls.uses_vae else None
+    """The VAE a cell trains or reuses, as the cache keys it: a convolutional one takes its
+    image shape from the dataset, as `TrainData.get_vae` gives it at run time."""
+    if not methods.get(cell.method).uses_vae:
+        return None
+    config = vae_config_from(cell.param_dict)
+    if config.arch == "conv":
+        config = replace(config, image_shape=tuple(datasets.get_spec(cell.dataset).image_shape))
+    return config
 
 
 def own_seconds(cell: Cell, n_train: int) -> float:
