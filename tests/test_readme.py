@@ -88,3 +88,14 @@ def test_the_readme_example_method_runs(tiny_data, tmp_path) -> None:
         assert cls.version == 1 and np.trace(result.confusion) > 100  # it learns the tiny data
     finally:
         methods.REGISTRY.pop("pixel-knn", None)
+
+
+def test_the_readme_counts_the_cells_the_plan_would_make() -> None:
+    """The README said 400 cells of 10 methods long after the registry had grown to 22."""
+    import methods
+
+    text = (REPO / "README.md").read_text()
+    found = re.search(r"\((\d+) cells: (\d+) methods ×\s+2 datasets × 4 budgets × 5 seeds", text)
+    assert found, "README.md no longer states the plan's cell count"
+    n_methods = len(methods.available())
+    assert (int(found[1]), int(found[2])) == (n_methods * 40, n_methods)
