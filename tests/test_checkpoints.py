@@ -122,3 +122,35 @@ def test_kill_9_mid_vae_then_rerun_resumes_and_matches_an_uninterrupted_run(
         return [r.data.metrics["accuracy"] for r in runs if "cell_key" in r.data.tags]
 
     assert accuracy(stores) == accuracy(other)
+
+
+def test_an_interrupted_sdgm_resumes_from_its_checkpoint_bit_identically(
+    tmp_path: Path, capsys
+) -> None:
+    """Through the method's own fit: its step-size schedule and sampled latents must pick up
+    where the interrupted run stopped."""
+    import methods
+    from methods.base import TrainData
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 16), dtype=np.float32)
+    small = {"hidden": "8", "a_dim": 2, "z_dim": 2, "epochs": 4, "batch_size": 20,
+             "labeled_batch_size": 10, "lr_decay_every": 1}  # fmt: skip
+
+    def fit(log, folder: Path | None):
+        data = TrainData(x, np.arange(12), np.arange(12) % 3, 3, 0, image_shape=(4, 4),
+                         log_metric=log, checkpoint_dir=folder)  # fmt: skip
+        method = methods.get("sdgm")(**small)
+        method.fit(data)
+        return method.model_
+
+    def stop_at_epoch_1(name: str, value: float, step: int) -> None:
+        if name == "labeled_accuracy" and step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(stop_at_epoch_1, tmp_path)
+    resumed = fit(lambda *a: None, tmp_path)
+    assert "resuming at epoch 2 of 4" in capsys.readouterr().out
+    plain = fit(lambda *a: None, None)
+    assert _same(resumed, plain)
