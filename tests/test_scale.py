@@ -224,3 +224,35 @@ def test_two_machines_on_postgres_and_an_mlflow_server(tiny_data: Path, tmp_path
         trials = optuna.load_study(study_name=summary.study_name, storage=urls["optuna"]).trials
         states = Counter(t.state.name for t in trials)
         assert states["FAIL"] >= 2 and states["RUNNING"] == states["WAITING"] == 0, states
+
+
+def test_a_worker_whose_trial_was_handed_on_mid_cell_ends_cleanly() -> None:
+    """CI caught it: a machine stopped between opening its cell's MLflow run and naming the
+    run on its trial woke up to a trial the other machine had failed; naming it raised
+    UpdateFinishedTrialError and the worker exited 1. The cell must run on, the worker end."""
+    from benchmark.study import grid
+    from benchmark.study.cell_run import note_run
+    from benchmark.workqueue.queue import CellQueue
+
+    cell = grid.build_grid(["pixel-svm"], ["mnist"], [20], [0])[0]
+    storage = optuna.storages.InMemoryStorage()
+    queue = CellQueue.create(storage, "memory", "grid", [cell])
+    queue.enqueue([cell], force=False)
+    ran: list[str] = []
+
+    def stalled(trial: optuna.Trial) -> float:
+        other_machine_fails(trial)
+        note_run(trial, "run-of-the-stalled-machine")  # tolerated: the cell goes on
+        ran.append("cell")
+        trial.set_user_attr("later", 1)  # any other write to the trial: the worker ends
+        ran.append("never")
+        return 1.0
+
+    def other_machine_fails(trial: optuna.Trial) -> None:
+        storage.set_trial_state_values(queue.trial_id(trial.number), optuna.trial.TrialState.FAIL)
+
+    trial = queue.pop()
+    assert trial is not None
+    assert queue.run(trial, stalled) == optuna.trial.TrialState.FAIL
+    assert ran == ["cell"]
+    assert "mlflow_run_id" not in queue.study.trials[0].user_attrs

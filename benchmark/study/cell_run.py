@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 
 import methods
 from benchmark import provenance
@@ -51,6 +52,16 @@ def suggest_identity(trial: optuna.Trial, cell: Cell, choices: dict[str, list[st
     trial.suggest_int("seed", cell.seed, cell.seed)
 
 
+def note_run(trial: optuna.Trial, run_id: str) -> None:
+    """Name the cell's MLflow run on its trial. A worker stalled past the grace period finds
+    its trial failed and handed on: the cell still runs to its end here, and whichever copy
+    finishes first is the cell's record (`_close_once`)."""
+    try:
+        trial.set_user_attr("mlflow_run_id", run_id)
+    except UpdateFinishedTrialError:
+        log.warning("trial %s was handed on while this worker stalled", trial.number)
+
+
 def description(cell: Cell, result: CellResult) -> str:
     """The run page's description: the score first, then what was run."""
     scores = scoring.as_logged(result.scores)
@@ -82,9 +93,9 @@ class CellRunner:
             raise optuna.TrialPruned("cell already finished elsewhere")
         start = time.perf_counter()
         run_id = self._open(cell)
-        trial.set_user_attr("mlflow_run_id", run_id)
         status = "KILLED"
         try:
+            note_run(trial, run_id)
             self._run(cell, run_id)
             status = self._close_once(run_id, cell, force)
             return time.perf_counter() - start

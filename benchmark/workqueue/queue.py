@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -39,6 +40,7 @@ QUEUE_PURPOSE = (
     " parameters and user attributes; a trial's value is the cell's wall-clock seconds, the"
     " cell's scores are in MLflow"
 )
+HANDED_ON = "trial %s was handed on while this worker stalled; the cell is queued again"
 log = logging.getLogger(__name__)
 
 
@@ -156,7 +158,9 @@ class CellQueue:
 
     def run(self, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> TrialState:
         """Run a popped trial and tell its end, with heartbeats meanwhile. A trial failed by
-        another worker while this one was stalled is not told again (Optuna would raise)."""
+        another worker while this one was stalled is not told again (Optuna would raise), and
+        an objective that finds it so (writing to it raises) ends quietly: the cell is queued
+        again, and the finish lock keeps one record per cell."""
         value, state = None, TrialState.FAIL
         try:
             with self.beating(self.trial_id(trial.number)):
@@ -166,6 +170,8 @@ class CellQueue:
                     state = TrialState.PRUNED
                 except CellFailed as error:
                     log.warning("cell failed: %s", error)
+                except UpdateFinishedTrialError:
+                    log.warning(HANDED_ON, trial.number)
         finally:  # also on Ctrl-C: the trial ends FAIL, the cell is queued again by the next run
             self.study.tell(trial, value, state=state, skip_if_finished=True)
         return state
