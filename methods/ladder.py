@@ -27,6 +27,7 @@ from methods.training import Loop, adam, run_loop
 
 SIZES = "1000,500,250,250,250"
 FULL_WEIGHTS = "1000,10,0.1,0.1,0.1,0.1,0.1"
+PROBE = 1000  # unlabeled images whose class changes per epoch are logged (no label read)
 
 
 def _floats(text: str) -> list[float]:
@@ -43,8 +44,8 @@ class Ladder(Method):
         "noise_std": 0.3,
         "model": "full",
         "denoising_weights": FULL_WEIGHTS,
-        "epochs": 150,
-        "decay_epochs": 50,
+        "epochs": 40,
+        "decay_epochs": 15,
         "lr": 0.002,
         "batch_size": 100,
     }
@@ -141,12 +142,21 @@ class Ladder(Method):
                 total += loss.detach()
             return float(total) / n_steps
 
+        # label-free settling: how many of a fixed probe of unlabeled images change class
+        probe = unlabeled[:: max(1, len(unlabeled) // PROBE)][:PROBE]
+        previous: list[torch.Tensor] = []
+
         def on_epoch(epoch: int, loss: float) -> None:
             data.log_metric("ladder_loss", loss, epoch)
             self.net_.eval()
             with torch.no_grad():
                 fit = (self.net_(x[labeled]).argmax(1) == y).float().mean()
+                guess = self.net_(x[probe]).argmax(1)
             data.log_metric("labeled_accuracy", float(fit), epoch)
+            if previous:
+                changed = (guess != previous[0]).float().mean()
+                data.log_metric("probe_changed_class", float(changed), epoch)
+            previous[:] = [guess]
 
         run_loop(
             Loop(
