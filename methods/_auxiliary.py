@@ -25,10 +25,9 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._holdout import predict_classes
 from methods._m2.cost import SECONDS_PER_ELEMENT, SECONDS_PER_MAC
-from methods._m2.training import _labeled_stream, rows_outside
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
-from methods.training import Loop, adam, run_loop
+from methods.training import Loop, adam, labeled_stream, rows_outside, run_loop
 
 LOG_2PI = math.log(2 * math.pi)
 PREDICT_SAMPLES = 10  # draws of a averaged at prediction, from a fixed generator
@@ -285,7 +284,7 @@ class AuxiliaryMethod(Method):
             for group in optimizer.param_groups:
                 group["lr"] = rate
             order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
-            stream = _labeled_stream(len(labeled), n_steps * per_step, generator, device)
+            stream = labeled_stream(len(labeled), n_steps * per_step, generator, device)
             total = torch.zeros((), device=device)
             terms.clear()
             for step in range(n_steps):

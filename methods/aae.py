@@ -22,7 +22,7 @@ from benchmark.devices import seeded_generator
 from methods._holdout import predict_classes
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, POSITIVE
-from methods.training import Loop, adam, run_loop
+from methods.training import Loop, adam, rows_outside, run_loop
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -114,9 +114,7 @@ class AAE(Method):
         x = data.x_tensor()
         labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)
         y = torch.tensor(data.y_labeled, dtype=torch.long, device=device)
-        free = torch.ones(len(x), dtype=torch.bool, device=device)
-        free[labeled] = False
-        unlabeled = torch.nonzero(free).flatten()
+        unlabeled = rows_outside(len(x), labeled)
         batch = int(p["batch_size"])
         n_steps = max(1, -(-len(unlabeled) // batch))
 

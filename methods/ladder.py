@@ -23,7 +23,7 @@ from methods._holdout import predict_classes
 from methods._ladder import LadderNet
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
-from methods.training import Loop, adam, run_loop
+from methods.training import Loop, adam, labeled_stream, rows_outside, run_loop
 
 SIZES = "1000,500,250,250,250"
 FULL_WEIGHTS = "1000,10,0.1,0.1,0.1,0.1,0.1"
@@ -111,7 +111,7 @@ class Ladder(Method):
         x = data.x_tensor()
         labeled = torch.tensor(data.labeled, dtype=torch.long, device=device)  # copies:
         y = torch.tensor(data.y_labeled, dtype=torch.long, device=device)  # read-only input
-        unlabeled = _rows_outside(len(x), labeled)
+        unlabeled = rows_outside(len(x), labeled)
         # an epoch is a pass over the unlabeled images, for the reference too: both see the
         # labels equally often
         supervised = p["model"] == "supervised"
@@ -125,10 +125,7 @@ class Ladder(Method):
                 group["lr"] = rate
             self.net_.train()
             order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
-            stream = torch.cat(
-                [torch.randperm(len(labeled), generator=generator, device=device)
-                 for _ in range(-(-n_steps * batch // len(labeled)))]
-            )  # fmt: skip
+            stream = labeled_stream(len(labeled), n_steps * batch, generator, device)
             total = torch.zeros((), device=device)
             for step in range(n_steps):
                 idx_l = stream[step * batch : (step + 1) * batch]
@@ -202,9 +199,3 @@ class LadderSupervised(Ladder):
     reference = None
     description = "The Ladder's network with its noise, trained on the labeled images alone"
     defaults = {**Ladder.defaults, "model": "supervised"}
-
-
-def _rows_outside(n_rows: int, taken: torch.Tensor) -> torch.Tensor:
-    free = torch.ones(n_rows, dtype=torch.bool, device=taken.device)
-    free[taken] = False
-    return torch.nonzero(free).flatten()

@@ -45,6 +45,25 @@ def adam(params, device: torch.device, **options: Any) -> torch.optim.Adam:
     return torch.optim.Adam(params, fused=fused, **options)
 
 
+def rows_outside(n_rows: int, *taken: torch.Tensor) -> torch.Tensor:
+    """Indices (ascending) of the rows in none of `taken`: the unlabeled ones."""
+    free = torch.ones(n_rows, dtype=torch.bool, device=taken[0].device)
+    for rows in taken:
+        free[rows] = False
+    return torch.nonzero(free).flatten()
+
+
+def labeled_stream(
+    n_labeled: int, n_needed: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Indices into the labeled set for `n_needed` draws: fresh permutations back to back, so
+    each label recurs evenly however small the budget is against the unlabeled pass."""
+    reps = -(-n_needed // n_labeled)
+    return torch.cat(
+        [torch.randperm(n_labeled, generator=generator, device=device) for _ in range(reps)]
+    )[:n_needed]
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model is not cached."""
 

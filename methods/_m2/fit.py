@@ -10,8 +10,9 @@ import torch
 from methods._holdout import accuracy, split_labeled
 from methods._m2.config import M2Config
 from methods._m2.model import M2, decoder_accuracy
-from methods._m2.training import rows_outside, train_m2
+from methods._m2.training import train_m2
 from methods.base import TrainData
+from methods.training import rows_outside
 
 
 def fit_m2(

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._m2.config import M2Config, labeled_per_step
 from methods._m2.model import M2
-from methods.training import Checkpoint, Loop, adam, run_loop
+from methods.training import Checkpoint, Loop, adam, labeled_stream, rows_outside, run_loop
 
 
 def batch_loss(
@@ -56,24 +56,6 @@ def batch_loss(
 
 # Called after each epoch with (epoch index, mean training loss, model, mean of each loss term).
 EpochCallback = Callable[[int, float, M2, dict[str, float]], None]
-
-
-def rows_outside(n_rows: int, *taken: torch.Tensor) -> torch.Tensor:
-    """Indices (ascending) of the rows in none of `taken`: the unlabeled ones."""
-    free = torch.ones(n_rows, dtype=torch.bool, device=taken[0].device)
-    for rows in taken:
-        free[rows] = False
-    return torch.nonzero(free).flatten()
-
-
-def _labeled_stream(
-    n_labeled: int, n_needed: int, generator: torch.Generator, device
-) -> torch.Tensor:
-    """Indices into the labeled set: fresh permutations back to back, so each label recurs evenly."""
-    reps = -(-n_needed // n_labeled)
-    return torch.cat(
-        [torch.randperm(n_labeled, generator=generator, device=device) for _ in range(reps)]
-    )[:n_needed]
 
 
 def _scored(
@@ -133,7 +115,7 @@ def train_m2(
 
     def run_epoch(epoch: int) -> float:
         order = unlabeled[torch.randperm(len(unlabeled), generator=generator, device=device)]
-        stream = _labeled_stream(len(labeled), n_steps * lb, generator, device)
+        stream = labeled_stream(len(labeled), n_steps * lb, generator, device)
         total = torch.zeros((), device=device)
         sums: dict[str, torch.Tensor] = {}
         for step in range(n_steps):
