@@ -209,3 +209,27 @@ def test_poisson_learning_solves_each_component_of_a_disconnected_graph() -> Non
     assert list(predicted[:3]) == [0, 0, 0] and list(predicted[7:10]) == [1, 1, 1]
     assert list(predicted[10:13]) == [2, 2, 2] and list(predicted[17:20]) == [3, 3, 3]
     assert (scores[20:] == 0).all()
+
+
+def test_poisson_on_raw_latent_means_is_not_drowned_by_collapsed_units() -> None:
+    """Two informative latent units (two classes) beside 18 collapsed ones (noise around the
+    prior's mean, std 1e-3), as a VAE leaves them. Standardising gives the collapsed units as
+    much weight as the informative ones and the kNN graph partly follows noise; the
+    reference's raw means keep the classes apart."""
+    from methods.base import TrainData
+    from methods.vae_poisson import VAEPoisson
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.repeat([0, 1], n // 2)
+    informative = rng.normal(0, 0.5, (n, 2)) + np.where(y[:, None] == 0, -1.0, 1.0)
+    z = np.hstack([informative, rng.normal(0, 1e-3, (n, 18))]).astype(np.float32)
+    labeled = np.array([0, 1, n - 2, n - 1])
+    data = TrainData(np.zeros((n, 4), np.float32), labeled, y[labeled], n_classes=2, seed=0)
+    accuracy = {}
+    for scaling in ("none", "standardise"):
+        method = VAEPoisson(scaling=scaling)
+        method.fit_features(z, data)
+        accuracy[scaling] = (method.predict_features(z) == y).mean()
+    assert accuracy["none"] >= 0.99, accuracy
+    assert accuracy["standardise"] <= accuracy["none"] - 0.04, accuracy
