@@ -179,8 +179,9 @@ ROWS: tuple[PublishedRow, ...] = (
         "paper",
         {100: 75.0},
         note=(
-            "Scored transductively on the unlabeled training images, with their own VAE; ours"
-            " classifies the test images inductively from their nearest training images."
+            "Scored transductively on the unlabeled training images; ours uses their VAE's"
+            " settings and classifies the test images inductively from their nearest"
+            " training images."
         ),
     ),
     PublishedRow(
