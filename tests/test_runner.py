@@ -300,20 +300,27 @@ def test_sigterm_mid_cell_exits_130_without_a_traceback(
     assert 1 <= len(statuses) <= int(workers) and set(statuses) == {"KILLED"}
 
 
-def test_ctrl_c_with_two_workers_never_prints_a_traceback(tiny_data: Path, stores: dict) -> None:
+def test_ctrl_c_with_two_workers_never_prints_a_traceback(tiny_data: Path, tmp_path: Path) -> None:
     """Ctrl-C signals the whole process group: the launcher and both workers. The launcher then
     terminates its workers, and a worker still handling its own SIGINT printed a
-    KeyboardInterrupt traceback (one Ctrl-C in two). Tried three times: it was a race."""
+    KeyboardInterrupt traceback (one Ctrl-C in two). Tried three times: it was a race. Each
+    try has stores of its own: with the first try's VAEs cached, a later grid could finish
+    between the check that a cell is running and the Ctrl-C (CI saw exit 0)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for attempt in range(3):
-        options = {**stores, "--results-dir": f"{stores['--results-dir']}-{attempt}"}
+        options = {
+            "--tracking-uri": f"sqlite:///{tmp_path}/try{attempt}/mlflow.db",
+            "--storage": f"sqlite:///{tmp_path}/try{attempt}/optuna.db",
+            "--results-dir": str(tmp_path / f"try{attempt}" / "results"),
+            "--vae-cache-dir": str(tmp_path / f"try{attempt}" / "vae-cache"),
+        }
         extra = {"--epochs": "400", "--workers": "2", "--seeds": "0,1"}
         args = [sys.executable, "-m", "benchmark"]
         args += grid_args(tiny_data, options, methods="vae-rbf-svm", **extra)
         proc = subprocess.Popen(
             args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
-        wait_for_a_run(proc, stores, "RUNNING")
+        wait_for_a_run(proc, options, "RUNNING")
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, stderr = proc.communicate(timeout=120)
