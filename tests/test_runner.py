@@ -300,6 +300,12 @@ def test_sigterm_mid_cell_exits_130_without_a_traceback(
     assert 1 <= len(statuses) <= int(workers) and set(statuses) == {"KILLED"}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A test run started in the background of a script (`cmd &`) inherits SIGINT ignored,
+    and so would the grid: give it the disposition a terminal's command has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_with_two_workers_never_prints_a_traceback(tiny_data: Path, tmp_path: Path) -> None:
     """Ctrl-C signals the whole process group: the launcher and both workers. The launcher then
     terminates its workers, and a worker still handling its own SIGINT printed a
@@ -318,7 +324,12 @@ def test_ctrl_c_with_two_workers_never_prints_a_traceback(tiny_data: Path, tmp_p
         args = [sys.executable, "-m", "benchmark"]
         args += grid_args(tiny_data, options, methods="vae-rbf-svm", **extra)
         proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_sigint_as_in_a_terminal,
         )
         wait_for_a_run(proc, options, "RUNNING")
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
