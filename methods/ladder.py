@@ -141,19 +141,20 @@ class Ladder(Method):
 
         # label-free settling: how many of a fixed probe of unlabeled images change class
         probe = unlabeled[:: max(1, len(unlabeled) // PROBE)][:PROBE]
-        previous: list[torch.Tensor] = []
+        previous: torch.Tensor | None = None
 
         def on_epoch(epoch: int, loss: float) -> None:
+            nonlocal previous
             data.log_metric("ladder_loss", loss, epoch)
             self.net_.eval()
             with torch.no_grad():
                 fit = (self.net_(x[labeled]).argmax(1) == y).float().mean()
                 guess = self.net_(x[probe]).argmax(1)
             data.log_metric("labeled_accuracy", float(fit), epoch)
-            if previous:
-                changed = (guess != previous[0]).float().mean()
+            if previous is not None:
+                changed = (guess != previous).float().mean()
                 data.log_metric("probe_changed_class", float(changed), epoch)
-            previous[:] = [guess]
+            previous = guess
 
         run_loop(
             Loop(

@@ -88,15 +88,20 @@ def real_data() -> Path:
     return root
 
 
+def store_options(root: Path) -> dict[str, str]:
+    """Command-line options that keep every store of a run inside `root`."""
+    return {
+        "--tracking-uri": f"sqlite:///{root}/mlruns/mlflow.db",
+        "--storage": f"sqlite:///{root}/mlruns/optuna.db",
+        "--results-dir": str(root / "results"),
+        "--vae-cache-dir": str(root / "vae-cache"),
+    }
+
+
 @pytest.fixture
 def stores(tmp_path: Path) -> dict[str, str]:
     """Command-line options that keep every store of a run inside tmp_path."""
-    return {
-        "--tracking-uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-        "--storage": f"sqlite:///{tmp_path}/mlruns/optuna.db",
-        "--results-dir": str(tmp_path / "results"),
-        "--vae-cache-dir": str(tmp_path / "vae-cache"),
-    }
+    return store_options(tmp_path)
 
 
 def flatten(options: dict[str, str]) -> list[str]:

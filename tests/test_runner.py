@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, flatten, launch_together
+from conftest import REPO, flatten, launch_together, store_options
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
@@ -314,12 +314,7 @@ def test_ctrl_c_with_two_workers_never_prints_a_traceback(tiny_data: Path, tmp_p
     between the check that a cell is running and the Ctrl-C (CI saw exit 0)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for attempt in range(3):
-        options = {
-            "--tracking-uri": f"sqlite:///{tmp_path}/try{attempt}/mlflow.db",
-            "--storage": f"sqlite:///{tmp_path}/try{attempt}/optuna.db",
-            "--results-dir": str(tmp_path / f"try{attempt}" / "results"),
-            "--vae-cache-dir": str(tmp_path / f"try{attempt}" / "vae-cache"),
-        }
+        options = store_options(tmp_path / f"try{attempt}")
         extra = {"--epochs": "400", "--workers": "2", "--seeds": "0,1"}
         args = [sys.executable, "-m", "benchmark"]
         args += grid_args(tiny_data, options, methods="vae-rbf-svm", **extra)

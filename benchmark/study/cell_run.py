@@ -30,7 +30,7 @@ from benchmark.tracking.cells import close_orphans, has_finished
 from benchmark.tracking.client import Tracker
 from benchmark.vaes.runs import VAEData, log_vae_run
 from benchmark.workqueue.locks import store_lock
-from benchmark.workqueue.queue import CellFailed, identity
+from benchmark.workqueue.queue import HANDED_ON, CellFailed, identity
 
 FINISH_LOCK = "finish"  # "did another worker finish this cell?" and marking ours FINISHED
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def note_run(trial: optuna.Trial, run_id: str) -> None:
     try:
         trial.set_user_attr("mlflow_run_id", run_id)
     except UpdateFinishedTrialError:
-        log.warning("trial %s was handed on while this worker stalled", trial.number)
+        log.warning(HANDED_ON, trial.number)
 
 
 def description(cell: Cell, result: CellResult) -> str:
