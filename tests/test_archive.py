@@ -71,11 +71,13 @@ def test_the_committed_tables_are_rebuilt_exactly_from_the_committed_archive(
         pytest.fail("results/runs.csv is missing: the published tables have no record")
     monkeypatch.chdir(tmp_path)
     shutil.copytree(committed, tmp_path / "results")
-    (tmp_path / "results" / "summary.csv").unlink()
+    rebuilt = ("summary.csv", "reproduction.md")
+    for name in rebuilt:
+        (tmp_path / "results" / name).unlink()
     store = f"sqlite:///{tmp_path}/no-store/mlflow.db"
     assert main(["report", "--tracking-uri", store, "--no-readme"]) == 0
-    rebuilt = (tmp_path / "results" / "summary.csv").read_bytes()
-    assert rebuilt == (committed / "summary.csv").read_bytes()
+    for name in rebuilt:
+        assert (tmp_path / "results" / name).read_bytes() == (committed / name).read_bytes()
     assert not (tmp_path / "no-store").exists()  # reading no store creates none
 
 
@@ -116,3 +118,22 @@ def test_cells_in_the_published_archive_are_not_run_again(
     out = capsys.readouterr().out
     assert "Plan: 1 cells, 0 to run (1 already finished)" in out
     assert "| pixel-svm |" in out  # its table comes from the published run
+
+
+def test_report_sets_every_published_row_against_the_archived_defaults(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """reproduction.md comes from the archive, so it cannot go stale beside summary.md."""
+    monkeypatch.chdir(tmp_path)
+    rows = [archive_row("vae-linear-svm", s, acc) for s, acc in enumerate([80.0, 81.0, 82.0])]
+    archive.write(tmp_path / "results" / archive.ARCHIVE_NAME, frame(*rows))
+    store = f"sqlite:///{tmp_path}/no-store/mlflow.db"
+    assert main(["report", "--tracking-uri", store, "--no-readme"]) == 0
+    text = (tmp_path / "results" / "reproduction.md").read_text().split("## mnist")[1]
+    row = next(line for line in text.splitlines() if line.startswith("| VAE + LinearSVC |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["VAE + LinearSVC", "vae-linear-svm", "100", "65.77"]
+    assert cells[4].startswith("81.0 (") and cells[4].endswith("(3 seeds)")
+    assert cells[5] == "+15.2"
+    assert "| Ladder, full | ladder | 100 | 98.94 ± 0.37 | – | – |" in text  # none ran: listed
+    assert "no FINISHED `ladder` runs" in text

@@ -76,7 +76,7 @@ def report(
     then write the tables from the whole archive."""
     from benchmark.data import preflight
     from benchmark.errors import UsageError
-    from benchmark.reports import archive, costs
+    from benchmark.reports import archive, costs, reproduce
     from benchmark.reports import tables as report_mod
     from benchmark.reports.markdown import update_readme
     from benchmark.study.tables import store_rows
@@ -111,11 +111,13 @@ def report(
     (results_dir / "costs.md").write_text(
         costs.costs_markdown(table, costs.vae_costs(rows), machines)
     )
+    reproduce.write_from_archive(summary, results_dir)
     if readme:
         update_readme(Path(readme), results_dir)
     print((results_dir / "summary.md").read_text())
     print(
         f"archive: {len(rows)} runs ({len(new)} from the stores read now);"
-        f" wrote {results_dir}/summary.md, summary.csv and plots ({len(summary)} rows)"
+        f" wrote {results_dir}/summary.md, summary.csv, reproduction.md and plots"
+        f" ({len(summary)} rows)"
     )
     return 0
