@@ -27,10 +27,18 @@ from methods._holdout import predict_classes
 from methods._m2.cost import SECONDS_PER_ELEMENT, SECONDS_PER_MAC
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
-from methods.training import Loop, adam, labeled_stream, rows_outside, run_loop
+from methods.training import (
+    Loop,
+    adam,
+    labeled_stream,
+    rows_outside,
+    run_loop,
+    term_gradient_norms,
+)
 
 LOG_2PI = math.log(2 * math.pi)
 PREDICT_SAMPLES = 10  # draws of a averaged at prediction, from a fixed generator
+GRADIENT_PROBES = 5  # steps an epoch whose per-term gradient norms on q(y | a, x) are logged
 
 
 def _hidden(text: Any) -> list[int]:
@@ -158,23 +166,21 @@ def step_loss(
     x_u: torch.Tensor,
     alpha: float,
     generator: torch.Generator,
-    terms: dict[str, torch.Tensor],
-) -> torch.Tensor:
-    """mean_labeled[-ELBO + alpha · CE] + mean_unlabeled[U]; `terms` gathers each mean."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """mean_labeled[-ELBO + alpha · CE] + mean_unlabeled[U], and its terms (with their graph):
+    the labeled bound, the weighted cross-entropy and the unlabeled bound."""
     a_l, log_qa_l = model.sample_a(x_l, generator)
     ce = F.cross_entropy(model.class_logits(x_l, a_l), y_l, reduction="none")
-    labeled = model.neg_elbo(x_l, a_l, log_qa_l, y_l, generator)[:, 0] + alpha * ce
-    parts = {"labeled": labeled.mean(), "cross_entropy": ce.mean()}
-    loss = labeled.mean()
+    bound = model.neg_elbo(x_l, a_l, log_qa_l, y_l, generator)[:, 0]
+    parts = {"labeled_bound": bound.mean(), "weighted_cross_entropy": alpha * ce.mean()}
+    loss = (bound + alpha * ce).mean()
     if len(x_u):
         a_u, log_qa_u = model.sample_a(x_u, generator)
         log_q = F.log_softmax(model.class_logits(x_u, a_u), dim=1)
-        bound = model.neg_elbo(x_u, a_u, log_qa_u, None, generator)
-        parts["unlabeled"] = (log_q.exp() * (bound + log_q)).sum(1).mean()
+        bound_u = model.neg_elbo(x_u, a_u, log_qa_u, None, generator)
+        parts["unlabeled"] = (log_q.exp() * (bound_u + log_q)).sum(1).mean()
         loss = loss + parts["unlabeled"]
-    for name, value in parts.items():
-        terms[name] = terms.get(name, 0) + value.detach()
-    return loss
+    return loss, parts
 
 
 class AuxiliaryMethod(Method):
@@ -273,7 +279,10 @@ class AuxiliaryMethod(Method):
         # an epoch is a pass over the unlabeled images, for the reference too
         n_steps = max(1, -(-len(unlabeled) // batch))
         weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+        classifier = list(model.qy.parameters())
+        probes = set(torch.linspace(0, n_steps - 1, GRADIENT_PROBES).round().long().tolist())
         terms: dict[str, torch.Tensor] = {}
+        norms: dict[str, torch.Tensor] = {}
 
         def binarised(rows: torch.Tensor) -> torch.Tensor:
             return torch.bernoulli(x[rows], generator=generator)
@@ -287,13 +296,19 @@ class AuxiliaryMethod(Method):
             stream = labeled_stream(len(labeled), n_steps * per_step, generator, device)
             total = torch.zeros((), device=device)
             terms.clear()
+            norms.clear()
             for step in range(n_steps):
                 idx_l = stream[step * per_step : (step + 1) * per_step]
                 rows_u = order[step * batch : (step + 1) * batch][: 0 if supervised else None]
-                loss = step_loss(
+                loss, parts = step_loss(
                     model, binarised(labeled[idx_l]), y[idx_l], binarised(rows_u), alpha,
-                    generator, terms,
+                    generator,
                 )  # fmt: skip
+                for name, value in parts.items():
+                    terms[name] = terms.get(name, 0) + value.detach()
+                if step in probes:
+                    for name, value in term_gradient_norms(parts, classifier).items():
+                        norms[name] = norms.get(name, 0) + value / len(probes)
                 # the N(0, 1) prior on the weights, spread over the training images
                 loss = loss + 0.5 * sum(w.pow(2).sum() for w in weights) / len(x)
                 optimizer.zero_grad(set_to_none=True)
@@ -308,6 +323,8 @@ class AuxiliaryMethod(Method):
             data.log_metric("aux_loss", loss, epoch)
             for name, value in terms.items():
                 data.log_metric(f"aux_{name}_loss", float(value) / n_steps, epoch)
+            for name, value in norms.items():  # which term drives the classifier
+                data.log_metric(f"classifier_grad_{name}", float(value), epoch)
             model.eval()
             with torch.no_grad():
                 fit = (model(x[labeled]).argmax(1) == y).float().mean()

@@ -64,6 +64,24 @@ def labeled_stream(
     )[:n_needed]
 
 
+def term_gradient_norms(
+    terms: dict[str, torch.Tensor], params: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The norm of each loss term's gradient on `params`, kept on the device: which term drives
+    a network (the per-term diagnostic). The graph is retained for the step's own backward and
+    nothing is accumulated into `.grad`, so training is unchanged."""
+    norms = {}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        norms[name] = torch.sqrt(
+            sum(
+                (g.pow(2).sum() for g in grads if g is not None),
+                start=torch.zeros((), device=term.device),
+            )
+        )
+    return norms
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model is not cached."""
 

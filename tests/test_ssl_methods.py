@@ -21,6 +21,7 @@ from benchmark.study import grid
 from benchmark.study.execute import Workspace, run_cell
 from benchmark.vaes.cache import VAECache
 from methods.base import TrainData, vae_config_from
+from methods.training import term_gradient_norms
 from methods.vae import VAEConfig, train_vae
 
 SSL_METHODS = (
@@ -125,6 +126,20 @@ def test_learns_zeros_versus_ones_from_ten_labels_each(
     if "epochs" in method.params:
         curve = "val_accuracy" if method.params.get("val_fraction") else "labeled_accuracy"
         assert curve in curves and len(curves[curve]) >= 2, sorted(curves)
+    if name in ("adgm", "sdgm"):  # the per-term diagnostic: both label and image terms act
+        for term in ("weighted_cross_entropy", "unlabeled"):
+            assert curves[f"classifier_grad_{term}"][-1] > 0, term
+
+
+def test_term_gradient_norms_are_each_terms_own_and_leave_grad_alone() -> None:
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    terms = {"linear": (w * torch.tensor([1.0, 2.0])).sum(), "square": (w**2).sum() / 2}
+    norms = term_gradient_norms(terms, [w])
+    assert float(norms["linear"]) == pytest.approx(5**0.5)  # d/dw = (1, 2)
+    assert float(norms["square"]) == pytest.approx(5.0)  # d/dw = w = (3, 4)
+    assert w.grad is None
+    sum(terms.values()).backward()  # the step's own backward still has its graph
+    assert w.grad.tolist() == [4.0, 6.0]
 
 
 @pytest.mark.slow
