@@ -227,6 +227,28 @@ def test_the_plan_calibrates_with_this_machines_runs_first(tiny_data: Path) -> N
     assert calibrate(rows, "C", "cuda")[0] == {}
 
 
+def test_a_method_never_timed_takes_its_twins_calibration() -> None:
+    """sdgm-supervised does adgm-supervised's work (same cost model, same defaults): once the
+    latter has run, the former is planned at its measured pace too, and no one else is."""
+    import json
+
+    from conftest import archive_row
+
+    from benchmark.study.plan import calibrate
+    from methods import get
+
+    params = methods_defaults("adgm-supervised")
+    estimate = get("adgm-supervised").estimated_seconds(100, 60000, params)
+    row = archive_row(
+        "adgm-supervised", 0, 76.0, params=json.dumps(params), wall_seconds=3 * estimate,
+        fit_seconds=3 * estimate, machine="A",
+    )  # fmt: skip
+    factors, _ = calibrate(pd.DataFrame([row]), "A", "cpu")
+    assert factors["adgm-supervised"] == pytest.approx(3.0, rel=0.05)
+    assert factors["sdgm-supervised"] == factors["adgm-supervised"]
+    assert "adgm" not in factors and "ladder-supervised" not in factors
+
+
 def methods_defaults(name: str) -> dict:
     import methods
 

@@ -152,6 +152,25 @@ def _comparable(history: pd.DataFrame, machine: str, device: str) -> tuple[pd.Da
     return timed[kind], f"other {device} machines"
 
 
+def _with_twins(factors: dict[str, float]) -> dict[str, float]:
+    """A method never timed here takes the factor of its twin: a timed method with the same
+    cost model and the same defaults (`sdgm-supervised` from `adgm-supervised`), whose cells
+    do the same work."""
+    import methods
+
+    registered = set(methods.available())
+    timed = [methods.get(m) for m in factors if m in registered]
+    found = dict(factors)
+    for name in sorted(registered - set(factors)):
+        cls = methods.get(name)
+        for other in timed:
+            same_model = other.estimated_seconds.__func__ is cls.estimated_seconds.__func__
+            if same_model and other.defaults == cls.defaults:
+                found[name] = factors[other.name]
+                break
+    return found
+
+
 def calibrate(
     history: pd.DataFrame, machine: str = "", device: str = "cpu"
 ) -> tuple[dict[str, float], str]:
@@ -166,7 +185,7 @@ def calibrate(
     rows = rows.assign(estimated=[costs.estimate(r) for r in rows.itertuples()])
     rows = rows[(rows["estimated"] > 0) & (rows["measured"] > 0)]
     ratios = (rows["measured"] / rows["estimated"]).groupby(rows["method"]).median()
-    factors = {m: float(min(50.0, max(0.02, r))) for m, r in ratios.items()}
+    factors = _with_twins({m: float(min(50.0, max(0.02, r))) for m, r in ratios.items()})
     vaes, measured, estimated = costs.vae_costs(history.loc[rows.index])
     if vaes and estimated > 0:
         factors["vae"] = measured / estimated
