@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, flatten
+from conftest import REPO, flatten, store_options
 from mlflow.tracking import MlflowClient
 
 from methods._m2 import M2Config, train_m2
@@ -106,13 +106,8 @@ def test_kill_9_mid_vae_then_rerun_resumes_and_matches_an_uninterrupted_run(
     assert "resuming at epoch" in rerun.stdout.decode()
     assert not list(cache.glob("*.ckpt"))  # done: the checkpoint made way for the cache entry
 
-    other = {
-        **stores,
-        "--tracking-uri": f"sqlite:///{tmp_path}/b/mlflow.db",
-        "--storage": f"sqlite:///{tmp_path}/b/optuna.db",
-        "--vae-cache-dir": str(tmp_path / "b-cache"),
-        "--results-dir": str(tmp_path / "b-results"),  # else its archive says the cell is done
-    }
+    # stores of its own, results too: else its archive says the cell is done
+    other = store_options(tmp_path / "b")
     assert subprocess.run(args(other), env=env, capture_output=True, timeout=300).returncode == 0
 
     def accuracy(options: dict) -> list[float]:

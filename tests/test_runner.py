@@ -176,13 +176,8 @@ def test_grid_logs_every_cell_resumes_and_reports(
 
 
 def test_same_seed_same_scores_on_cpu(tiny_data: Path, stores: dict, tmp_path: Path) -> None:
-    other = {
-        **stores,
-        "--tracking-uri": f"sqlite:///{tmp_path}/b/mlflow.db",
-        "--storage": f"sqlite:///{tmp_path}/b/optuna.db",
-        "--vae-cache-dir": str(tmp_path / "b-cache"),
-        "--results-dir": str(tmp_path / "b-results"),  # else its archive says the cell is done
-    }
+    # stores of its own, results too: else its archive says the cell is done
+    other = store_options(tmp_path / "b")
     scores = []
     for options in (stores, other):
         assert main(grid_args(tiny_data, options, methods="vae-rbf-svm", **{"--seeds": "3"})) == 0

@@ -159,7 +159,7 @@ ROWS: tuple[PublishedRow, ...] = (
         "paper",
         {100: 98.10, 1000: 98.40},
         {100: 0.10},
-        note=("Public re-implementations report about 95 % at 100 labels; ours trains 100 epochs."),
+        note="Public re-implementations report about 95 % at 100 labels; ours trains 100 epochs.",
     ),
     *(
         PublishedRow(
