@@ -22,7 +22,7 @@ from benchmark.devices import seeded_generator
 from methods._holdout import predict_classes
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, POSITIVE
-from methods.training import Loop, adam, rows_outside, run_loop
+from methods.training import ClassifierCurves, Loop, adam, rows_outside, run_loop
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -134,12 +134,11 @@ class AAE(Method):
                 total += loss.detach()
             return float(total) / n_steps
 
+        curves = ClassifierCurves(data.log_metric, x, labeled, y, unlabeled)
+
         def on_epoch(epoch: int, loss: float) -> None:
-            net.eval()
-            with torch.no_grad():
-                fit = (net(x[labeled]).argmax(1) == y).float().mean()
             data.log_metric("aae_loss", loss, epoch)
-            data.log_metric("labeled_accuracy", float(fit), epoch)
+            curves.log(net, epoch)
 
         run_loop(
             Loop(

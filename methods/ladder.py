@@ -23,11 +23,17 @@ from methods._holdout import predict_classes
 from methods._ladder import LadderNet
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
-from methods.training import Loop, adam, labeled_stream, rows_outside, run_loop
+from methods.training import (
+    ClassifierCurves,
+    Loop,
+    adam,
+    labeled_stream,
+    rows_outside,
+    run_loop,
+)
 
 SIZES = "1000,500,250,250,250"
 FULL_WEIGHTS = "1000,10,0.1,0.1,0.1,0.1,0.1"
-PROBE = 1000  # unlabeled images whose class changes per epoch are logged (no label read)
 
 
 def _floats(text: str) -> list[float]:
@@ -139,22 +145,11 @@ class Ladder(Method):
                 total += loss.detach()
             return float(total) / n_steps
 
-        # label-free settling: how many of a fixed probe of unlabeled images change class
-        probe = unlabeled[:: max(1, len(unlabeled) // PROBE)][:PROBE]
-        previous: torch.Tensor | None = None
+        curves = ClassifierCurves(data.log_metric, x, labeled, y, unlabeled)
 
         def on_epoch(epoch: int, loss: float) -> None:
-            nonlocal previous
             data.log_metric("ladder_loss", loss, epoch)
-            self.net_.eval()
-            with torch.no_grad():
-                fit = (self.net_(x[labeled]).argmax(1) == y).float().mean()
-                guess = self.net_(x[probe]).argmax(1)
-            data.log_metric("labeled_accuracy", float(fit), epoch)
-            if previous is not None:
-                changed = (guess != previous).float().mean()
-                data.log_metric("probe_changed_class", float(changed), epoch)
-            previous = guess
+            curves.log(self.net_, epoch)
 
         run_loop(
             Loop(

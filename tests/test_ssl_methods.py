@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_fake_dataset, write_idx
+from torch import nn
 
 import methods
 from benchmark.data import datasets
@@ -21,7 +22,7 @@ from benchmark.study import grid
 from benchmark.study.execute import Workspace, run_cell
 from benchmark.vaes.cache import VAECache
 from methods.base import TrainData, vae_config_from
-from methods.training import term_gradient_norms
+from methods.training import ClassifierCurves, term_gradient_norms
 from methods.vae import VAEConfig, train_vae
 
 SSL_METHODS = (
@@ -140,6 +141,28 @@ def test_term_gradient_norms_are_each_terms_own_and_leave_grad_alone() -> None:
     assert w.grad is None
     sum(terms.values()).backward()  # the step's own backward still has its graph
     assert w.grad.tolist() == [4.0, 6.0]
+
+
+def test_classifier_curves_log_label_fit_and_label_free_settling() -> None:
+    logged: list[tuple[str, float, int]] = []
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 2.0]])
+    labeled, y = torch.tensor([0, 1]), torch.tensor([0, 0])  # the second label is wrong
+    curves = ClassifierCurves(lambda *a: logged.append(a), x, labeled, y, torch.tensor([2, 3]))
+    identity, swap = nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(2))
+        swap.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    curves.log(identity, 0)  # the first epoch has nothing to compare with
+    curves.log(identity, 1)
+    curves.log(swap, 2)  # both probe images change class
+    assert logged == [
+        ("labeled_accuracy", 0.5, 0),
+        ("labeled_accuracy", 0.5, 1),
+        ("probe_changed_class", 0.0, 1),
+        ("labeled_accuracy", 0.5, 2),
+        ("probe_changed_class", 1.0, 2),
+    ]
+    assert not swap.training
 
 
 @pytest.mark.slow
