@@ -168,10 +168,9 @@ class AAE(Method):
         loss_ae.backward()
         opt["ae"].step()
 
-        prior_y = F.one_hot(
-            torch.randint(net.n_classes, (len(x),), generator=generator, device=x.device),
-            net.n_classes,
-        ).float()
+        # rows of an identity: one-hot prior draws without one_hot's host-side range check
+        classes = torch.randint(net.n_classes, (len(x),), generator=generator, device=x.device)
+        prior_y = torch.eye(net.n_classes, device=x.device)[classes]
         prior_z = torch.randn(len(x), net.z_dim, generator=generator, device=x.device)
         with torch.no_grad():
             logits, style = net.encode(x)

@@ -7,6 +7,8 @@ labels were shuffled on disk: nothing a method does may change.
 
 from __future__ import annotations
 
+import collections
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import torch
 from conftest import make_fake_dataset, write_idx
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import methods
 from benchmark.data import datasets
@@ -25,6 +28,7 @@ from methods.base import TrainData, vae_config_from
 from methods.training import ClassifierCurves, term_gradient_norms
 from methods.vae import VAEConfig, train_vae
 
+ROOT = Path(methods.__file__).resolve().parents[1]
 SSL_METHODS = (
     "m2",
     "m1-m2",
@@ -180,6 +184,53 @@ def test_fitting_leaves_the_shared_vae_untouched(
         methods.get(name)(**params).fit(data)
         after = data.get_vae(config).state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before), name
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts, per line of this project, the ops that make the host wait for a device value
+    (`.item()`, `float(t)`, data-dependent shapes) or copy host data onto the device."""
+
+    WAITS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "lift_fresh")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.__name__.split(".")[0] in self.WAITS:
+            stack = traceback.extract_stack()
+            # CPU Adam reads its step counters on the host; on a GPU `adam()` is fused instead
+            if not any("torch/optim" in f.filename for f in stack):
+                ours = [f for f in stack if f"{ROOT}/methods/" in f.filename]
+                if ours:
+                    where = f"{Path(ours[-1].filename).relative_to(ROOT)}:{ours[-1].lineno}"
+                    self.lines[f"{func.__name__} at {where}"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in methods.available() if "epochs" in methods.get(n).defaults]
+)
+def test_no_host_wait_per_training_step(name: str, vae_provider) -> None:
+    """On a GPU, a host read of a device value per step stalls every step. Twice the unlabeled
+    images (twice the steps of an epoch) must leave every line's count unchanged."""
+    counts = []
+    for n_images in (420, 820):
+        rng = np.random.default_rng(0)
+        x = rng.random((n_images, 784), dtype=np.float32)
+        labels = np.arange(20) % 10
+        base = SMALL.get(name.removesuffix("-supervised"), SMALL_VAE)
+        params = {**base, "epochs": 1}
+        params = {k: v for k, v in params.items() if k in methods.get(name).defaults}
+        if "decay_epochs" in params:
+            params["decay_epochs"] = 1
+        data = TrainData(x, np.arange(20), labels, n_classes=10, seed=0, vae=vae_provider(x))
+        with _HostReads() as reads:
+            methods.get(name)(**params).fit(data)
+        counts.append(reads.lines)
+    grows = {line: (counts[0][line], counts[1][line]) for line in counts[0] | counts[1]}
+    grows = {line: pair for line, pair in grows.items() if pair[0] != pair[1]}
+    assert not grows, f"{name} waits on the device every step: {grows}"
 
 
 def _shuffle_unlabeled_labels(root: Path, labeled: np.ndarray) -> np.ndarray:
