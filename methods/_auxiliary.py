@@ -28,6 +28,7 @@ from methods._m2.cost import SECONDS_PER_ELEMENT, SECONDS_PER_MAC
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
 from methods.training import (
+    ClassifierCurves,
     Loop,
     adam,
     labeled_stream,
@@ -319,16 +320,15 @@ class AuxiliaryMethod(Method):
                 total += loss.detach()
             return float(total) / n_steps
 
+        curves = ClassifierCurves(data.log_metric, x, labeled, y, unlabeled)
+
         def on_epoch(epoch: int, loss: float) -> None:
             data.log_metric("aux_loss", loss, epoch)
             for name, value in terms.items():
                 data.log_metric(f"aux_{name}_loss", float(value) / n_steps, epoch)
             for name, value in norms.items():  # which term drives the classifier
                 data.log_metric(f"classifier_grad_{name}", float(value), epoch)
-            model.eval()
-            with torch.no_grad():
-                fit = (model(x[labeled]).argmax(1) == y).float().mean()
-            data.log_metric("labeled_accuracy", float(fit), epoch)
+            curves.log(model, epoch)
 
         run_loop(
             Loop(
