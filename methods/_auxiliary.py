@@ -23,12 +23,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.devices import seeded_generator
-from methods._holdout import predict_classes
+from methods._holdout import ClassifierCurves, predict_classes
 from methods._m2.cost import SECONDS_PER_ELEMENT, SECONDS_PER_MAC
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
 from methods.training import (
-    ClassifierCurves,
     Loop,
     adam,
     labeled_stream,

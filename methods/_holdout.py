@@ -7,6 +7,7 @@ and whatever it is used for, its images are not trained on with their label.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,3 +66,34 @@ def predict_classes(
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(out).numpy()
+
+
+class ClassifierCurves:
+    """Per-epoch curves of a method's classifier: `labeled_accuracy` (does it fit its own
+    labels?) and `probe_changed_class`, the share of a fixed sample of unlabeled images whose
+    predicted class changed since the previous epoch. The latter reads no label, so it may pick
+    a schedule; 0 means the classifier has settled on the unlabeled images."""
+
+    def __init__(
+        self,
+        log_metric: Callable[[str, float, int], None],
+        x: torch.Tensor,
+        labeled: torch.Tensor,
+        y: torch.Tensor,
+        unlabeled: torch.Tensor,
+        probe_size: int = 1000,
+    ) -> None:
+        self.log_metric, self.x, self.labeled, self.y = log_metric, x, labeled, y
+        self.probe = unlabeled[:: max(1, len(unlabeled) // probe_size)][:probe_size]
+        self.previous: torch.Tensor | None = None
+
+    def log(self, net: torch.nn.Module, epoch: int) -> None:
+        """Log both curves for `net` (put in eval mode; its logits give the class)."""
+        net.eval()
+        self.log_metric("labeled_accuracy", accuracy(net, self.x[self.labeled], self.y), epoch)
+        with torch.no_grad():
+            guess = net(self.x[self.probe]).argmax(1)
+        if self.previous is not None:
+            changed = (guess != self.previous).float().mean()
+            self.log_metric("probe_changed_class", float(changed), epoch)
+        self.previous = guess

@@ -19,10 +19,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.devices import seeded_generator
-from methods._holdout import predict_classes
+from methods._holdout import ClassifierCurves, predict_classes
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, POSITIVE
-from methods.training import ClassifierCurves, Loop, adam, rows_outside, run_loop
+from methods.training import Loop, adam, rows_outside, run_loop
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:

@@ -19,12 +19,11 @@ from torch.nn import functional as F
 
 from benchmark.devices import seeded_generator
 from benchmark.errors import UsageError
-from methods._holdout import predict_classes
+from methods._holdout import ClassifierCurves, predict_classes
 from methods._ladder import LadderNet
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
 from methods.training import (
-    ClassifierCurves,
     Loop,
     adam,
     labeled_stream,

@@ -24,8 +24,9 @@ from benchmark.data.splits import balanced_split
 from benchmark.study import grid
 from benchmark.study.execute import Workspace, run_cell
 from benchmark.vaes.cache import VAECache
+from methods._holdout import ClassifierCurves
 from methods.base import TrainData, vae_config_from
-from methods.training import ClassifierCurves, term_gradient_norms
+from methods.training import term_gradient_norms
 from methods.vae import VAEConfig, train_vae
 
 ROOT = Path(methods.__file__).resolve().parents[1]
