@@ -497,3 +497,35 @@ def test_a_worker_whose_launcher_died_before_it_started_exits(
         workers.mp, "parent_process", lambda: types.SimpleNamespace(pid=os.getppid())
     )
     workers._die_with_parent()  # its launcher alive: it works on
+
+
+def test_a_dataset_two_workers_log_at_once_is_recorded_once_not_failed(
+    stores: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers logging a dataset new to the store both insert it; the loser's store call
+    fails on the unique key (seen on PostgreSQL) and a retry finds the winner's row. Any other
+    failure still surfaces."""
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark")
+    run = tracker.start_run("cell", {})
+    real, calls = tracker.client.log_inputs, []
+
+    def lose_the_race_once(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException('duplicate key value violates unique constraint "dataset_pk"')
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", lose_the_race_once)
+    tracker.log_datasets(run, [("mnist-train", "abc", "/data", "training")])
+    assert len(calls) == 2
+    (logged,) = MlflowClient(stores["--tracking-uri"]).get_run(run).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("mnist-train", "abc")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MlflowException("permission denied")
+
+    monkeypatch.setattr(tracker.client, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="permission denied"):
+        tracker.log_datasets(run, [("mnist-test", "def", "/data", "evaluation")])

@@ -178,7 +178,16 @@ class Tracker:
             )
             for name, digest, source, context in datasets
         ]
-        self.client.log_inputs(run_id, datasets=inputs)
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                self.client.log_inputs(run_id, datasets=inputs)
+                return
+            except Exception as error:
+                # Two workers logging a dataset the store has not seen both insert it; the
+                # loser's transaction rolls back and a retry finds the winner's row.
+                if "unique constraint" not in str(error).lower() or attempt + 1 == OPEN_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, every_s: float = 15.0) -> Iterator[None]:
