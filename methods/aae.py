@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._holdout import ClassifierCurves, predict_classes
 from methods.base import Method, TrainData
-from methods.params import AT_LEAST_ONE, POSITIVE
+from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from methods.training import Loop, adam, rows_outside, run_loop
 
 
@@ -62,8 +62,10 @@ class AAE(Method):
         "batch_size": 100,
         "lr": 1e-4,
         "adversarial_lr": 1e-4,
+        "critic_noise": 0.0,
         "supervised": False,
     }
+    new_params = {"critic_noise": 0.0}
     rules = {
         "hidden": AT_LEAST_ONE,
         "z_dim": AT_LEAST_ONE,
@@ -71,6 +73,7 @@ class AAE(Method):
         "batch_size": AT_LEAST_ONE,
         "lr": POSITIVE,
         "adversarial_lr": POSITIVE,
+        "critic_noise": NON_NEGATIVE,
     }
 
     @classmethod
@@ -78,6 +81,7 @@ class AAE(Method):
         return {
             "lr": trial.suggest_float("lr", 3e-5, 1e-3, log=True),
             "z_dim": trial.suggest_categorical("z_dim", [5, 10, 20]),
+            "critic_noise": trial.suggest_categorical("critic_noise", [0.0, 0.3]),
             "epochs": trial.suggest_int("epochs", 20, 200, log=True),
         }
 
@@ -180,20 +184,35 @@ class AAE(Method):
         real = torch.ones(len(x), 1, device=x.device)
         fake = torch.zeros(len(x), 1, device=x.device)
         bce = F.binary_cross_entropy_with_logits
+        d_cat, d_style = self._critic(net.d_cat, generator), self._critic(net.d_style, generator)
         loss_d = (
-            bce(net.d_cat(prior_y), real) + bce(net.d_cat(fake_y), fake)
-            + bce(net.d_style(prior_z), real) + bce(net.d_style(style), fake)
+            bce(d_cat(prior_y), real) + bce(d_cat(fake_y), fake)
+            + bce(d_style(prior_z), real) + bce(d_style(style), fake)
         )  # fmt: skip
         opt["critics"].zero_grad(set_to_none=True)
         loss_d.backward()
         opt["critics"].step()
 
         logits, style = net.encode(x)
-        loss_g = bce(net.d_cat(F.softmax(logits, 1)), real) + bce(net.d_style(style), real)
+        loss_g = bce(d_cat(F.softmax(logits, 1)), real) + bce(d_style(style), real)
         opt["encoder"].zero_grad(set_to_none=True)
         loss_g.backward()
         opt["encoder"].step()
         return (loss_ae + loss_d + loss_g).detach()
+
+    def _critic(self, critic: nn.Module, generator: torch.Generator):
+        """The critic, reading its input through Gaussian noise of std `critic_noise` (as in
+        a public port of the paper's semi-supervised AAE), which blurs the gap between a
+        confident softmax and an exact one-hot; at 0 it draws nothing."""
+        std = float(self.params["critic_noise"])
+        if std == 0:
+            return critic
+
+        def noisy(v: torch.Tensor) -> torch.Tensor:
+            noise = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+            return critic(v + std * noise)
+
+        return noisy
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_classes(self.net_, x)

@@ -170,6 +170,20 @@ def test_classifier_curves_log_label_fit_and_label_free_settling() -> None:
     assert not swap.training
 
 
+def test_aae_critics_read_through_noise_only_when_asked() -> None:
+    """critic_noise=0 (the archived cells' value) hands back the critic itself and draws
+    nothing, so those cells compute what they computed; above 0 the critic sees x + std·ε."""
+    critic, x = nn.Identity(), torch.ones(4, 3)
+    quiet = methods.get("aae")()
+    generator = torch.Generator().manual_seed(0)
+    assert quiet._critic(critic, generator) is critic
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    noisy = methods.get("aae")(critic_noise=0.3)._critic(critic, generator)
+    seen = noisy(x) - x
+    expected = 0.3 * torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(seen, expected)
+
+
 @pytest.mark.slow
 def test_fitting_leaves_the_shared_vae_untouched(
     zeros_and_ones: tuple[np.ndarray, np.ndarray], vae_provider
