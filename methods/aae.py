@@ -62,7 +62,7 @@ class AAE(Method):
         "batch_size": 100,
         "lr": 1e-4,
         "adversarial_lr": 1e-4,
-        "critic_noise": 0.0,
+        "critic_noise": 0.3,
         "supervised": False,
     }
     new_params = {"critic_noise": 0.0}
@@ -223,7 +223,8 @@ class AAESupervised(AAE):
     version = 1
     reference = None
     description = "The adversarial autoencoder's encoder, its class head trained on labels alone"
-    defaults = {**AAE.defaults, "supervised": True}
+    # no critic is trained without unlabeled images; 0 keeps the archived cells' keys
+    defaults = {**AAE.defaults, "supervised": True, "critic_noise": 0.0}
 
 
 def _init(net: nn.Module, seed: int) -> None:
