@@ -17,8 +17,9 @@ from conftest import REPO, flatten, launch_together, store_options
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
+from benchmark.errors import UsageError
 from benchmark.reports import stats
-from benchmark.tracking.client import Tracker
+from benchmark.tracking.client import OPEN_ATTEMPTS, Tracker, lost_insert_race, retried
 from methods.base import REGISTRY, Method
 
 BASELINES = "pixel-svm,vae-gmm,vae-linear-svm,vae-rbf-svm"
@@ -529,3 +530,33 @@ def test_a_dataset_two_workers_log_at_once_is_recorded_once_not_failed(
     monkeypatch.setattr(tracker.client, "log_inputs", broken)
     with pytest.raises(MlflowException, match="permission denied"):
         tracker.log_datasets(run, [("mnist-test", "def", "/data", "evaluation")])
+
+
+def test_a_store_call_is_retried_a_bounded_number_of_times_then_explained() -> None:
+    """The one retry rule of the MLflow client: a call that keeps failing is tried
+    OPEN_ATTEMPTS times and then raised as the caller's explanation; an error the caller does
+    not retry, or a UsageError, is raised at once."""
+    calls: list[int] = []
+
+    def always_fails() -> None:
+        calls.append(1)
+        raise RuntimeError("database is locked")
+
+    with pytest.raises(UsageError, match="Cannot open: database is locked"):
+        retried(always_fails, give_up=lambda e: UsageError(f"Cannot open: {e}"), pause_s=0)
+    assert len(calls) == OPEN_ATTEMPTS
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="locked"):
+        retried(always_fails, retry_on=lost_insert_race, pause_s=0)
+    assert len(calls) == 1
+
+    def refuses() -> None:
+        calls.append(1)
+        raise UsageError("bad URI")
+
+    calls.clear()
+    with pytest.raises(UsageError, match="bad URI"):
+        retried(refuses, give_up=lambda e: UsageError(f"Cannot open: {e}"), pause_s=0)
+    assert len(calls) == 1
+    assert retried(lambda: 7, pause_s=0) == 7

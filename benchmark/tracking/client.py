@@ -12,9 +12,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from benchmark.errors import UsageError
@@ -25,6 +25,36 @@ from benchmark.workqueue.locks import store_lock
 MAX_PARAM_LENGTH = 6000
 OPEN_ATTEMPTS = 4
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+T = TypeVar("T")
+
+
+def retried(
+    action: Callable[[], T],
+    retry_on: Callable[[Exception], bool] = lambda error: True,
+    give_up: Callable[[Exception], Exception] | None = None,
+    pause_s: float = 0.5,
+) -> T:
+    """`action()`, tried again (up to OPEN_ATTEMPTS times, pausing longer each time) while it
+    fails with an error `retry_on` accepts: another process got to the store first (creating
+    its schema, the experiment or a shared row) and the next try finds its work done. The last
+    error is raised as `give_up(error)` when given, else as it is; a UsageError never retries."""
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            return action()
+        except UsageError:
+            raise
+        except Exception as error:
+            if attempt == OPEN_ATTEMPTS or not retry_on(error):
+                if give_up is None:
+                    raise
+                raise give_up(error) from None
+            time.sleep(pause_s * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def lost_insert_race(error: Exception) -> bool:
+    """Two writers inserted the same new row; the loser's transaction rolled back."""
+    return "unique constraint" in str(error).lower()
 
 
 def literal(value: object) -> str:
@@ -41,16 +71,16 @@ def finished_runs(uri: str, experiment: str) -> list[Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     from mlflow.tracking import MlflowClient
 
-    for attempt in range(OPEN_ATTEMPTS):
-        try:
-            with store_lock(uri):  # MLflow checks (and may create) its schema on opening
-                client = MlflowClient(tracking_uri=uri)
-                found = client.get_experiment_by_name(experiment)
-            break
-        except Exception as error:  # another process was creating the schema: try again
-            if attempt + 1 == OPEN_ATTEMPTS:
-                raise UsageError(f"Cannot read MLflow tracking store {uri!r}: {error}") from None
-            time.sleep(0.5 * (attempt + 1))
+    def open_store() -> tuple[Any, Any]:
+        with store_lock(uri):  # MLflow checks (and may create) its schema on opening
+            client = MlflowClient(tracking_uri=uri)
+            return client, client.get_experiment_by_name(experiment)
+
+    # another process may be creating the schema
+    client, found = retried(
+        open_store,
+        give_up=lambda e: UsageError(f"Cannot read MLflow tracking store {uri!r}: {e}"),
+    )
     if found is None:
         return []
     runs, token = [], None
@@ -67,8 +97,6 @@ def finished_runs(uri: str, experiment: str) -> list[Any]:
 class Tracker:
     def __init__(self, uri: str = DEFAULT_TRACKING_URI, experiment: str = DEFAULT_EXPERIMENT):
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
         db = sqlite_path(uri)
         artifact_location = None
@@ -80,27 +108,25 @@ class Tracker:
                 f"--tracking-uri {uri!r}: MLflow no longer accepts a plain file store; use"
                 " sqlite:///PATH/mlflow.db or an http(s):// tracking server."
             )
-        for attempt in range(OPEN_ATTEMPTS):
-            try:
-                with store_lock(uri):  # MLflow's schema migration: one process at a time
-                    self.client = MlflowClient(tracking_uri=uri)
-                    found = self.client.get_experiment_by_name(experiment)
-                    self.experiment_id = (
-                        found.experiment_id
-                        if found is not None
-                        else self._create_experiment(experiment, artifact_location)
-                    )
-                    self._mark_model_training(found)
-                return
-            except UsageError:
-                raise
-            except Exception as error:
-                # a server has no lock to give: two launchers creating or tagging the
-                # experiment at once get a unique violation; the next try finds it done
-                if attempt + 1 == OPEN_ATTEMPTS:
-                    message = f"Cannot open MLflow tracking store {uri!r}: {error}"
-                    raise UsageError(message) from None
-                time.sleep(0.5 * (attempt + 1))
+        # a server has no lock to give: two launchers creating or tagging the experiment at
+        # once get a unique violation, and the next try finds it done
+        retried(
+            lambda: self._open(experiment, artifact_location),
+            give_up=lambda e: UsageError(f"Cannot open MLflow tracking store {uri!r}: {e}"),
+        )
+
+    def _open(self, experiment: str, artifact_location: str | None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        with store_lock(self.uri):  # MLflow's schema migration: one process at a time
+            self.client = MlflowClient(tracking_uri=self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self._create_experiment(experiment, artifact_location)
+            )
+            self._mark_model_training(found)
 
     def _mark_model_training(self, found: Any) -> None:
         """MLflow 3's UI opens an experiment of unknown kind on its GenAI overview ("No data");
@@ -178,16 +204,13 @@ class Tracker:
             )
             for name, digest, source, context in datasets
         ]
-        for attempt in range(OPEN_ATTEMPTS):
-            try:
-                self.client.log_inputs(run_id, datasets=inputs)
-                return
-            except Exception as error:
-                # Two workers logging a dataset the store has not seen both insert it; the
-                # loser's transaction rolls back and a retry finds the winner's row.
-                if "unique constraint" not in str(error).lower() or attempt + 1 == OPEN_ATTEMPTS:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        # Two workers logging a dataset the store has not seen both insert it; a retry finds
+        # the winner's row.
+        retried(
+            lambda: self.client.log_inputs(run_id, datasets=inputs),
+            retry_on=lost_insert_race,
+            pause_s=0.2,
+        )
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, every_s: float = 15.0) -> Iterator[None]:
