@@ -78,12 +78,14 @@ class AAE(Method):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        return {
+        space = {
             "lr": trial.suggest_float("lr", 3e-5, 1e-3, log=True),
             "z_dim": trial.suggest_categorical("z_dim", [5, 10, 20]),
-            "critic_noise": trial.suggest_categorical("critic_noise", [0.0, 0.3]),
             "epochs": trial.suggest_int("epochs", 20, 200, log=True),
         }
+        if not cls.defaults["supervised"]:  # the labels-only reference trains no critic
+            space["critic_noise"] = trial.suggest_categorical("critic_noise", [0.0, 0.3])
+        return space
 
     @classmethod
     def estimated_seconds(

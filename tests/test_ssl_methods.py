@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from conftest import make_fake_dataset, write_idx
@@ -174,7 +175,7 @@ def test_aae_critics_read_through_noise_only_when_asked() -> None:
     """critic_noise=0 (the archived cells' value) hands back the critic itself and draws
     nothing, so those cells compute what they computed; above 0 the critic sees x + std·ε."""
     critic, x = nn.Identity(), torch.ones(4, 3)
-    quiet = methods.get("aae")()
+    quiet = methods.get("aae")(critic_noise=0.0)
     generator = torch.Generator().manual_seed(0)
     assert quiet._critic(critic, generator) is critic
     assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
@@ -182,6 +183,18 @@ def test_aae_critics_read_through_noise_only_when_asked() -> None:
     seen = noisy(x) - x
     expected = 0.3 * torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(seen, expected)
+
+
+def test_only_the_semi_supervised_aae_searches_critic_noise() -> None:
+    """aae-supervised trains no critic, so `tune` spends no trials on its noise."""
+    space = {
+        name: set(methods.get(name).search_space(optuna.trial.FixedTrial(fixed)))
+        for name, fixed in [
+            ("aae", {"lr": 1e-4, "z_dim": 10, "epochs": 20, "critic_noise": 0.3}),
+            ("aae-supervised", {"lr": 1e-4, "z_dim": 10, "epochs": 20}),
+        ]
+    }
+    assert space["aae"] - space["aae-supervised"] == {"critic_noise"}
 
 
 @pytest.mark.slow
