@@ -113,6 +113,26 @@ class Checkpoint:
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def epochs(self) -> tuple[int, int] | None:
+        """(epochs done, epochs planned), read without loading the tensors; None if absent."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)
+            return int(state["epoch"]), int(state["epochs"])
+        except Exception:  # damaged or foreign: the loop will start over
+            return None
+
+
+def share_done(folder: Path | None) -> float:
+    """The share of a cell's training its checkpoints already hold (0 when none): the mean over
+    its loops' checkpoints of epochs done / epochs planned."""
+    if folder is None or not folder.is_dir():
+        return 0.0
+    found = [Checkpoint(path).epochs() for path in sorted(folder.glob("*.pt"))]
+    shares = [done / planned for done, planned in filter(None, found) if planned > 0]
+    return min(1.0, sum(shares) / len(shares)) if shares else 0.0
+
 
 @dataclass
 class Loop:

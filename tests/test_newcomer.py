@@ -78,6 +78,39 @@ def test_the_plan_finds_a_cached_convolutional_vae_under_the_key_it_was_cached_w
     assert [c.arch for c in asked] == ["conv"] and plan.vaes == []
 
 
+def test_a_cell_that_resumes_from_a_checkpoint_is_estimated_at_what_is_left(
+    tiny_data: Path, stores: dict, capsys
+) -> None:
+    """A resumed cell's ETA counted the whole cell: "~31 min left" for the 15 it had left."""
+    from benchmark.cli import build_parser
+    from benchmark.study.execute import checkpoint_folder, checkpoint_root
+    from benchmark.study.launcher import cells_from_args, checked_cells, plan_for
+    from benchmark.study.tables import known_rows
+    from methods.training import Checkpoint
+
+    args = build_parser().parse_args(run_args(tiny_data, stores, "m2", **{"--seeds": "0,1"}))
+    cells = checked_cells(args, cells_from_args(args))
+    known = known_rows(Path(args.results_dir), args.tracking_uri, args.experiment)
+    first = plan_for(args, cells, known, force=False)
+    root = checkpoint_root(args.vae_cache_dir)
+    Checkpoint(checkpoint_folder(root, cells[0]) / "m2.pt").save({"epoch": 3, "epochs": 4})
+    resumed = plan_for(args, cells, known, force=False)
+    before, after = first.seconds, resumed.seconds
+    assert after[cells[0].key] == pytest.approx(0.25 * before[cells[0].key])  # 1 epoch of 4 left
+    assert after[cells[1].key] == before[cells[1].key]
+    assert resumed.resumed == 1 and "1 resuming from a checkpoint" in resumed.render()
+
+
+def test_the_share_a_checkpoint_holds_is_epochs_done_over_planned(tmp_path: Path) -> None:
+    from methods.training import Checkpoint, share_done
+
+    assert share_done(tmp_path / "none") == 0.0
+    Checkpoint(tmp_path / "a.pt").save({"epoch": 3, "epochs": 4})
+    Checkpoint(tmp_path / "b.pt").save({"epoch": 1, "epochs": 4})
+    (tmp_path / "c.pt").write_bytes(b"damaged")  # unreadable: starts over, counts nothing
+    assert share_done(tmp_path) == pytest.approx(0.5)
+
+
 def test_torchvision_that_fails_to_import_is_named_as_such(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
     monkeypatch.setitem(sys.modules, "torchvision", None)

@@ -39,6 +39,16 @@ class CellResult:
     predictions: np.ndarray | None = None  # the class predicted for each test image
 
 
+def checkpoint_root(vae_cache_dir: str | Path) -> Path:
+    """Where cells keep their checkpoints: beside the VAE cache, on the same disk."""
+    return Path(vae_cache_dir).parent / "checkpoints"
+
+
+def checkpoint_folder(root: Path, cell: Cell) -> Path:
+    """The folder of one cell's checkpoints under `root`: same cell and code, same folder."""
+    return root / hashlib.sha256(f"{cell.key}|{cell.code}".encode()).hexdigest()[:16]
+
+
 class Workspace:
     """Per-process state shared by the cells it runs: loaded data, tensors, VAEs in memory."""
 
@@ -99,10 +109,9 @@ class Workspace:
     def checkpoint_dir(self, cell: Cell) -> Path | None:
         """Where this cell's trainings keep their latest epoch (same cell and code, same
         folder, so a rerun after an interruption finds it)."""
-        if self.checkpoint_root is None:
-            return None
-        digest = hashlib.sha256(f"{cell.key}|{cell.code}".encode()).hexdigest()[:16]
-        return self.checkpoint_root / digest
+        return (
+            None if self.checkpoint_root is None else checkpoint_folder(self.checkpoint_root, cell)
+        )
 
     def train_tensor(self, cell: Cell) -> torch.Tensor:
         """The training images on the device, made once per (dataset, subset)."""

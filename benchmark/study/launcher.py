@@ -16,6 +16,7 @@ from benchmark.devices import resolve_device
 from benchmark.options import DEFAULT_STORAGE, sqlite_path
 from benchmark.reports import archive
 from benchmark.study import grid
+from benchmark.study.execute import checkpoint_folder, checkpoint_root
 from benchmark.study.plan import Plan, make_plan
 from benchmark.study.tables import TableWriter, command_text, known_rows
 from benchmark.tracking import views as mlflow_views
@@ -24,6 +25,7 @@ from benchmark.tracking.launchers import close_dead_launchers, start_launcher_ru
 from benchmark.vaes.cache import VAECache, cache_key
 from benchmark.workqueue.dispatch import launch
 from benchmark.workqueue.workers import RunOptions
+from methods import training
 from methods.vae import VAEConfig
 
 
@@ -83,8 +85,13 @@ def plan_for(
     def cached(cell: grid.Cell, config: VAEConfig) -> bool:
         return cache.path(cache_key(cell.fingerprint, config, cell.seed, device)).exists()
 
+    def share_done(cell: grid.Cell) -> float:
+        return training.share_done(checkpoint_folder(checkpoint_root(args.vae_cache_dir), cell))
+
     machine = provenance.machine()
-    return make_plan(cells, pending, stale, cached, known, args.workers, None, machine, device.type)
+    return make_plan(
+        cells, pending, stale, cached, known, args.workers, None, machine, device.type, share_done
+    )
 
 
 def launch_tracked(

@@ -9,7 +9,7 @@ The plan also fixes the order: cheapest cells first, so an interrupted study has
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,6 +41,7 @@ class Plan:
     vaes: list[VAEJob]
     calibration: str
     workers: int = 1
+    resumed: int = 0  # pending cells that resume from a checkpoint
 
     @property
     def total_seconds(self) -> float:
@@ -69,6 +70,7 @@ class Plan:
             f"Plan: {len(self.cells)} cells, {len(self.pending)} to run"
             f" ({len(self.cells) - len(self.pending)} already finished"
             + (f", {self.stale} to rerun because the code changed" if self.stale else "")
+            + (f", {self.resumed} resuming from a checkpoint" if self.resumed else "")
             + f"), {len(self.vaes)} VAE(s) to train.",
             f"  {'method':<{width}}  cells  to run  estimated",
         ]
@@ -206,15 +208,22 @@ def make_plan(
     sizes: Mapping[str, int] | None = None,
     machine: str = "",
     device: str = "cpu",
+    share_done: Callable[[Cell], float] = lambda cell: 0.0,
 ) -> Plan:
     """Order the pending cells cheapest first and estimate each one's time, calibrated by the
     earlier runs (`history`) of this `machine`, else of the same `device` type.
 
-    `cached(dataset, seed, config) -> bool` says whether a VAE is already in the cache.
+    `cached(dataset, seed, config) -> bool` says whether a VAE is already in the cache;
+    `share_done(cell)` how much of a cell's training an interrupted run left in checkpoints,
+    so a resumed cell is estimated at what is left of it.
     """
     sizes = sizes or {}
     factors, calibration = calibrate(history, machine, device)
-    own = {c.key: own_seconds(c, _n_train(c, sizes)) * factors.get(c.method, 1.0) for c in pending}
+    done = {c.key: share_done(c) for c in pending}
+    own = {
+        c.key: own_seconds(c, _n_train(c, sizes)) * factors.get(c.method, 1.0) * (1.0 - done[c.key])
+        for c in pending
+    }
     order = sorted(pending, key=lambda c: own[c.key])  # stable: keeps the (dataset, seed) mix
     seconds, vaes, seen = dict(own), [], set()
     for cell in order:
@@ -227,4 +236,5 @@ def make_plan(
             cost = vae_seconds(config, _n_train(cell, sizes)) * factors.get("vae", 1.0)
             vaes.append(VAEJob(cell.dataset, cell.seed, config, cost))
             seconds[cell.key] += cost
-    return Plan(cells, order, stale, seconds, vaes, calibration, workers)
+    resumed = sum(1 for share in done.values() if share > 0)
+    return Plan(cells, order, stale, seconds, vaes, calibration, workers, resumed)

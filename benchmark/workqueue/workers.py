@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from optuna.trial import TrialState
@@ -24,7 +23,7 @@ from optuna.trial import TrialState
 from benchmark import runtime
 from benchmark.devices import resolve_device
 from benchmark.study.cell_run import CellRunner
-from benchmark.study.execute import Workspace
+from benchmark.study.execute import Workspace, checkpoint_root
 from benchmark.study.grid import Cell
 from benchmark.study.progress import GridProgress
 from benchmark.tracking.client import Tracker
@@ -79,7 +78,7 @@ def work(
             shared=SharedVAEs(tracker, options.storage, options.parent_run_id),
         ),
         options.progress and sys.stderr.isatty(),  # epoch bars only where they redraw
-        checkpoint_root=Path(options.vae_cache_dir).parent / "checkpoints",
+        checkpoint_root=checkpoint_root(options.vae_cache_dir),
     )
     runner = CellRunner(tracker, ws, options.storage, options.parent_run_id)
     seen: set[int] = set()
