@@ -41,6 +41,14 @@ def test_t_interval_agrees_with_scipy_on_a_hand_case() -> None:
     assert all(np.isnan(stats.t_interval([70.0])))
 
 
+def test_an_accuracy_interval_stops_at_100_percent() -> None:
+    """Two seeds 3 points apart near the top gave "96.4-100.1" in the table."""
+    table = summarize(pd.DataFrame(runs({"pixel-svm": [78.0, 79.0], "ladder": [97.0, 99.5]})))
+    row = table[table["method"] == "ladder"].iloc[0]
+    assert row["ci_high"] == 100.0 and 0 < row["ci_low"] < 97.0
+    assert stats.t_interval([97.0, 99.5])[1] > 100  # the cut is the table's, not the formula's
+
+
 def test_a_method_better_by_a_fixed_margin_on_every_seed_is_significant() -> None:
     noisy = [b + 2.0 + e for b, e in zip(BASE, [0.1, -0.1, 0.2, 0.0, -0.2])]
     table = summarize(pd.DataFrame(runs({"pixel-svm": BASE, "vae-rbf-svm": noisy})))

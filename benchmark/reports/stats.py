@@ -2,7 +2,8 @@
 
 Every method sees the same labeled images for a given (dataset, budget, seed), so two methods'
 scores are paired by seed. With n = 5 seeds:
-- a mean's 95 % interval is Student's t over the seeds (a bootstrap of 5 values is unreliable);
+- a mean's 95 % interval is Student's t over the seeds (a bootstrap of 5 values is unreliable),
+  cut to the 0-100 % an accuracy can take;
 - a paired difference's interval and p-value come from the paired t-test on the per-seed
   differences. The Wilcoxon signed-rank test, the usual distribution-free choice, cannot reach
   p < 0.05 two-sided with 5 pairs (its smallest p is 2/32 = 0.0625), so it could never call a
@@ -89,6 +90,8 @@ def cell_table(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
         best = max(by_method, key=lambda m: by_method[m].mean())
         for method, scores in by_method.items():
             low, high = t_interval(scores.to_numpy())
+            # an accuracy lies in 0-100 %: a t interval of two far-apart seeds can pass 100
+            low, high = max(low, 0.0), min(high, 100.0)
             row = {
                 "method": method,
                 "dataset": dataset,
