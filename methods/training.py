@@ -92,11 +92,12 @@ class Checkpoint:
 
     path: Path
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self, mmap: bool = False) -> dict[str, Any] | None:
+        """The saved state, None if absent or unreadable; `mmap` maps the tensors, not reads them."""
         if not self.path.exists():
             return None
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=False)
+            return torch.load(self.path, map_location="cpu", weights_only=False, mmap=mmap)
         except Exception as error:  # damaged: start over rather than fail the cell
             log.warning("checkpoint %s is unreadable (%s); starting over.", self.path, error)
             return None
@@ -115,13 +116,10 @@ class Checkpoint:
 
     def epochs(self) -> tuple[int, int] | None:
         """(epochs done, epochs planned), read without loading the tensors; None if absent."""
-        if not self.path.exists():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)
-            return int(state["epoch"]), int(state["epochs"])
-        except Exception:  # damaged or foreign: the loop will start over
-            return None
+        state = self.load(mmap=True)
+        if not isinstance(state, dict) or "epoch" not in state or "epochs" not in state:
+            return None  # absent, damaged or not a loop's: the loop starts over
+        return int(state["epoch"]), int(state["epochs"])
 
 
 def share_done(folder: Path | None) -> float:
