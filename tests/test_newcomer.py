@@ -282,6 +282,37 @@ def test_a_method_never_timed_takes_its_twins_calibration() -> None:
     assert "adgm" not in factors and "ladder-supervised" not in factors
 
 
+def test_the_cost_table_checks_each_cell_against_a_plan_made_without_it() -> None:
+    """A cell's planned time comes from the other cells of its method on its machine (a
+    twin's, else the built-in model, when it is alone), never from its own time."""
+    import json
+
+    from conftest import archive_row
+
+    from benchmark.reports.costs import cost_table, estimate
+    from methods import get
+
+    def row(method: str, seed: int, times: float, machine: str) -> dict:
+        params = methods_defaults(method)
+        seconds = times * get(method).estimated_seconds(100, 60000, params)
+        return archive_row(
+            method, seed, 70.0, params=json.dumps(params), wall_seconds=seconds, machine=machine
+        )
+
+    rows = pd.DataFrame(
+        [row("pixel-svm", s, t, "A") for s, t in enumerate([2.0, 3.0, 4.0])]
+        + [row("adgm-supervised", 0, 2.0, "A"), row("sdgm-supervised", 0, 3.0, "A")]
+        + [row("pixel-svm", 0, 5.0, "B")]
+    )
+    built_in = estimate(next(rows.itertuples()))
+    table = cost_table(rows).set_index("method")
+    # on A: 2x planned at 3.5x, 3x at 3x, 4x at 2.5x; on B, alone: at the built-in 1x
+    assert table.at["pixel-svm", "planned_total_s"] == pytest.approx((3.5 + 3 + 2.5 + 1) * built_in)
+    assert table.at["pixel-svm", "close"] == 1  # only 3x against 3x is within 25 %
+    assert table.at["sdgm-supervised", "plan_ratio"] == pytest.approx(3.0 / 2.0)  # its twin's
+    assert table.at["adgm-supervised", "plan_ratio"] == pytest.approx(2.0 / 3.0)
+
+
 def methods_defaults(name: str) -> dict:
     import methods
 

@@ -154,7 +154,7 @@ def _comparable(history: pd.DataFrame, machine: str, device: str) -> tuple[pd.Da
     return timed[kind], f"other {device} machines"
 
 
-def _with_twins(factors: dict[str, float]) -> dict[str, float]:
+def with_twins(factors: dict[str, float]) -> dict[str, float]:
     """A method never timed here takes the factor of its twin: a timed method with the same
     cost model and the same defaults (`sdgm-supervised` from `adgm-supervised`), whose cells
     do the same work."""
@@ -173,6 +173,11 @@ def _with_twins(factors: dict[str, float]) -> dict[str, float]:
     return found
 
 
+def clip_factor(ratio: float) -> float:
+    """A calibration factor kept within reason: one freak cell must not plan weeks or seconds."""
+    return min(50.0, max(0.02, ratio))
+
+
 def calibrate(
     history: pd.DataFrame, machine: str = "", device: str = "cpu"
 ) -> tuple[dict[str, float], str]:
@@ -187,7 +192,7 @@ def calibrate(
     rows = rows.assign(estimated=[costs.estimate(r) for r in rows.itertuples()])
     rows = rows[(rows["estimated"] > 0) & (rows["measured"] > 0)]
     ratios = (rows["measured"] / rows["estimated"]).groupby(rows["method"]).median()
-    factors = _with_twins({m: float(min(50.0, max(0.02, r))) for m, r in ratios.items()})
+    factors = with_twins({m: clip_factor(float(r)) for m, r in ratios.items()})
     vaes, measured, estimated = costs.vae_costs(history.loc[rows.index])
     if vaes and estimated > 0:
         factors["vae"] = measured / estimated
