@@ -44,23 +44,18 @@ def held_out_plan(rows: pd.DataFrame) -> pd.Series:
     from benchmark.study.plan import clip_factor, with_twins
 
     ratio = rows["measured"] / rows["estimated"]
-    ratio = ratio[(rows["measured"] > 0) & (rows["estimated"] > 0)]
+    ratio = ratio.where((rows["measured"] > 0) & (rows["estimated"] > 0))
     machine = rows.get("machine", pd.Series("", index=rows.index)).fillna("")
     planned = pd.Series(float("nan"), index=rows.index)
-    for where in machine.unique():
-        here = rows.index[machine == where]
-        mine = ratio.reindex(here).dropna()
-        for idx in here:
-            method = rows.at[idx, "method"]
-            others = mine.drop(idx, errors="ignore")
-            same = others[rows.loc[others.index, "method"] == method]
-            if len(same):
-                factor = clip_factor(float(same.median()))
-            else:
-                medians = others.groupby(rows.loc[others.index, "method"]).median()
-                factors = {m: clip_factor(float(r)) for m, r in medians.items()}
-                factor = with_twins(factors).get(method, 1.0)
-            planned[idx] = rows.at[idx, "estimated"] * factor
+    for _, here in rows.groupby(machine):
+        medians = ratio[here.index].groupby(here["method"]).median().dropna()
+        for method, cells in here.groupby("method"):
+            others = {m: clip_factor(float(r)) for m, r in medians.items() if m != method}
+            alone = with_twins(others).get(method, 1.0)
+            for idx in cells.index:
+                rest = ratio[cells.index.drop(idx)].dropna()
+                factor = clip_factor(float(rest.median())) if len(rest) else alone
+                planned[idx] = rows.at[idx, "estimated"] * factor
     return planned
 
 
@@ -111,7 +106,8 @@ def costs_markdown(table: pd.DataFrame, vaes: tuple[int, float, float], machines
         " method's cost model alone; *plan* is what `run` would have planned for each cell"
         " before it ran: the built-in model calibrated by the other cells of the method on the"
         " same machine (the cell itself held out). A ratio within 0.75–1.33 is right to"
-        f" ±25 %; the last column counts the cells planned that well. Measured on: {', '.join(machines) or 'unknown machines'}.\n",
+        " ±25 %; the last column counts the cells planned that well. Measured on:"
+        f" {', '.join(machines) or 'unknown machines'}.\n",
         "| method | cells | measured / cell | built-in / cell | measured total"
         " | built-in total | measured / built-in | plan total | measured / plan | cells ±25 % |",
         "|---|---|---|---|---|---|---|---|---|---|",
