@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from benchmark.errors import UsageError
 from methods._holdout import ClassifierCurves, predict_classes
-from methods._ladder import LadderNet
+from methods._ladder import LadderNet, NormalisedNet
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Rule
 from methods.training import (
@@ -86,6 +86,10 @@ class Ladder(Method):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self._check_layers()
+
+    def _check_layers(self) -> None:
+        """A UsageError unless the layer parameters describe a network."""
         layers = len(str(self.params["hidden"]).split(",")) + 2
         if len(_floats(self.params["denoising_weights"])) != layers:
             raise UsageError(
@@ -103,12 +107,17 @@ class Ladder(Method):
             return [0.0] * layers
         return full
 
+    def _network(self, data: TrainData) -> NormalisedNet:
+        hidden = [int(h) for h in str(self.params["hidden"]).split(",")]
+        return LadderNet(
+            [data.x.shape[1], *hidden, data.n_classes], float(self.params["noise_std"])
+        )
+
     def fit(self, data: TrainData) -> None:
         p = self.params
-        sizes = [data.x.shape[1], *[int(h) for h in str(p["hidden"]).split(",")], data.n_classes]
         weights = self.weights()
         device = data.device
-        self.net_ = LadderNet(sizes, float(p["noise_std"]))
+        self.net_ = self._network(data)
         self.net_.init_weights(torch.Generator().manual_seed(data.seed))
         self.net_.to(device)
         optimizer = adam(self.net_.parameters(), device, lr=float(p["lr"]))

@@ -31,6 +31,8 @@ PARAMS = {  # those that learn slowly
     "aae-supervised": {"epochs": 1, "lr": 1e-3, "adversarial_lr": 1e-3, "batch_size": 20},
     "ladder": {"batch_size": 20},
     "ladder-supervised": {"batch_size": 20},
+    "ladder-conv": {"batch_size": 20},
+    "ladder-conv-supervised": {"batch_size": 20},
     **{
         name: {
             "hidden": "64,64",
@@ -54,6 +56,10 @@ FLOAT_NOISE = {
     # convolutions: 9 and 1 of 200 differed between two CPUs, 42 and 4 between thread counts
     "vae-finetune": 20,
     "vae-finetune-frozen": 8,
+    # the convolutional Γ-model: 3 and 8 of 200 between thread counts (two sets of defaults),
+    # its reference 16 and 5
+    "ladder-conv": 16,
+    "ladder-conv-supervised": 32,
 }
 N_LABELS, SEED, DATASET = 20, 0, "mnist"
 

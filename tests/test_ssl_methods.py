@@ -41,6 +41,7 @@ SSL_METHODS = (
     "vae-poisson",
     "vae-self-training",
     "ladder",
+    "ladder-conv",
     "aae",
     "adgm",
     "sdgm",
@@ -60,6 +61,12 @@ SMALL = {
     "ladder": {
         "hidden": "64,32",
         "denoising_weights": "1000,10,0.1,0.1",
+        "epochs": 20,
+        "decay_epochs": 5,
+        "batch_size": 20,
+    },
+    "ladder-conv": {
+        "layers": "convv:8:5-maxpool:2-convf:16:3-maxpool:2-meanpool-fc",
         "epochs": 20,
         "decay_epochs": 5,
         "batch_size": 20,
