@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.errors import UsageError
-from methods._ladder import EPS, Combinator, NormalisedNet
+from methods._ladder import EPS, Combinator, NormalisedNet, _broadcast
 
 CONV_SMALL = (
     "convf:32:5-maxpool:2-convv:64:3-convf:64:3-maxpool:2-convv:128:3-convv:10:1-meanpool-fc"
@@ -147,7 +147,7 @@ class ConvGammaNet(NormalisedNet):
             z, mean, std = self._layer(i, op(h), generator, train, n_labeled)
             zs.append(z)
             stats.append((mean, std))
-            beta = self.beta[i].view(1, -1, *([1] * (z.dim() - 2)))
+            beta = _broadcast(self.beta[i], z)
             if i == last:
                 h = self.gamma * (z + beta)
             elif kind in ("convf", "convv"):
