@@ -27,6 +27,11 @@ def _axes(z: torch.Tensor) -> list[int]:
     return [0, *range(2, z.dim())]
 
 
+def _standardised(signal: torch.Tensor) -> torch.Tensor:
+    """The batch-normalised top-down signal each decoder layer receives (no learned scale)."""
+    return (signal - signal.mean(0)) / torch.sqrt(signal.var(0, unbiased=False) + EPS)
+
+
 def _broadcast(stat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """A per-unit (per-channel) statistic shaped to broadcast against z."""
     return stat.view(1, -1, *([1] * (z.dim() - 2)))
@@ -176,8 +181,7 @@ class LadderNet(NormalisedNet):
         u = None
         for layer in range(len(self.sizes) - 1, -1, -1):
             top = layer == len(self.sizes) - 1
-            signal = F.softmax(logits_noisy, dim=1) if top else self.V[layer](u)
-            signal = (signal - signal.mean(0)) / torch.sqrt(signal.var(0, unbiased=False) + EPS)
+            signal = _standardised(F.softmax(logits_noisy, dim=1) if top else self.V[layer](u))
             z_hat = self.g[layer](noisy[layer], signal)
             if weights[layer] > 0:
                 if layer == 0:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.errors import UsageError
-from methods._ladder import EPS, Combinator, NormalisedNet, _broadcast
+from methods._ladder import Combinator, NormalisedNet, _broadcast, _standardised
 
 CONV_SMALL = (
     "convf:32:5-maxpool:2-convv:64:3-convf:64:3-maxpool:2-convv:128:3-convv:10:1-meanpool-fc"
@@ -123,7 +123,14 @@ class ConvGammaNet(NormalisedNet):
             before = after
         self.ops = nn.ModuleList(ops)
         widths = [shape[0] for shape in shapes]
-        self.beta = nn.ParameterList(nn.Parameter(torch.zeros(w)) for w in widths)
+        # a shift β where an activation follows: after convolutions and at the top, not pools
+        self.beta = nn.ParameterDict(
+            {
+                str(i): nn.Parameter(torch.zeros(w))
+                for i, (w, kind) in enumerate(zip(widths, self.kinds))
+                if kind in ("convf", "convv") or i == len(widths) - 1
+            }
+        )
         self.gamma = nn.Parameter(torch.ones(n_classes))
         self.g_top = Combinator(n_classes)
         self._register_statistics(widths)
@@ -147,11 +154,10 @@ class ConvGammaNet(NormalisedNet):
             z, mean, std = self._layer(i, op(h), generator, train, n_labeled)
             zs.append(z)
             stats.append((mean, std))
-            beta = _broadcast(self.beta[i], z)
             if i == last:
-                h = self.gamma * (z + beta)
+                h = self.gamma * (z + _broadcast(self.beta[str(i)], z))
             elif kind in ("convf", "convv"):
-                h = F.relu(z + beta)
+                h = F.relu(z + _broadcast(self.beta[str(i)], z))
             else:
                 h = z  # pools pass on their normalised (corrupted) value
         return h, zs, stats
@@ -166,8 +172,7 @@ class ConvGammaNet(NormalisedNet):
     ) -> torch.Tensor:
         """λ_top · mean squared distance of the top combinator's estimate, from the corrupted
         top z and the normalised softmax, to the clean top z (the Γ-model's one cost)."""
-        signal = F.softmax(logits_noisy, dim=1)
-        signal = (signal - signal.mean(0)) / torch.sqrt(signal.var(0, unbiased=False) + EPS)
+        signal = _standardised(F.softmax(logits_noisy, dim=1))
         mean, std = stats[-1]
         z_hat = (self.g_top(noisy[-1], signal) - mean) / std
         cost = ((z_hat - clean[-1]) ** 2).sum(1).mean() / len(self.gamma)
