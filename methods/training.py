@@ -156,11 +156,25 @@ class Loop:
     set_extra: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
 
 
+def _fits(model: torch.nn.Module, saved: dict[str, Any]) -> bool:
+    """Whether a saved state dict has exactly the model's tensors, by name and shape."""
+    own = model.state_dict()
+    return own.keys() == saved.keys() and all(
+        tuple(own[k].shape) == tuple(saved[k].shape) for k in own
+    )
+
+
 def run_loop(loop: Loop) -> list[float]:
     """Train `loop.epochs` epochs (fewer if resuming); the mean loss of every epoch."""
     history: list[float] = []
     start = 0
     state = loop.checkpoint.load() if loop.checkpoint else None
+    if state is not None and not _fits(loop.model, state.get("model", {})):
+        log.warning(
+            "checkpoint %s holds a different network (the code changed); starting over.",
+            loop.checkpoint.path,
+        )
+        state = None
     if state is not None and state.get("epochs") == loop.epochs:
         device = next(loop.model.parameters()).device
         loop.model.load_state_dict(state["model"])

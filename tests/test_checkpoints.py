@@ -75,6 +75,23 @@ def test_an_interrupted_m2_resumes_from_its_checkpoint_bit_identically(tmp_path:
     assert _same(resumed, plain)
 
 
+def test_a_checkpoint_of_a_different_network_starts_over(tmp_path: Path, caplog) -> None:
+    """Code that changes a network's tensors must not fail the cell on resume, nor load a
+    half-matching state: it warns and trains from scratch, as an uninterrupted run."""
+    x = torch.from_numpy(np.random.default_rng(0).random((300, 32), dtype=np.float32))
+    checkpoint = Checkpoint(tmp_path / "vae.ckpt")
+    wide = VAEConfig(latent_dim=2, hidden=(24,), epochs=3, batch_size=64)
+    with pytest.raises(Stop):
+        train_vae(x, wide, 3, on_epoch=_stop_after(1), checkpoint=checkpoint, progress=False)
+    assert checkpoint.load()["epoch"] == 1
+    config = VAEConfig(latent_dim=2, hidden=(16,), epochs=3, batch_size=64)
+    with caplog.at_level("WARNING"):
+        resumed = train_vae(x, config, 3, checkpoint=checkpoint, progress=False)
+    assert "holds a different network" in caplog.text
+    plain = train_vae(x, config, 3, progress=False)
+    assert _same(resumed.model, plain.model)
+
+
 @pytest.mark.slow
 def test_kill_9_mid_vae_then_rerun_resumes_and_matches_an_uninterrupted_run(
     tiny_data: Path, tmp_path: Path, stores: dict
