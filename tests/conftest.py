@@ -146,6 +146,7 @@ def archive_row(method: str, seed: int, accuracy: float, **fields: object) -> di
         "fit_seconds": 1.0,
         "vae_train_seconds": 0.0,
         "wall_seconds": 2.0,
+        "resumed_share": 0.0,
         "device": "cpu",
         "libraries": provenance.libraries(),
         "git_commit": "abc",

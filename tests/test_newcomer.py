@@ -317,3 +317,38 @@ def methods_defaults(name: str) -> dict:
     import methods
 
     return methods.get(name)().params
+
+
+def test_a_resumed_cell_is_archived_as_such_and_calibrates_nothing(
+    tiny_data: Path, stores: dict, tmp_path: Path
+) -> None:
+    """A resumed cell's run times only what was left (12 min of a 57-min cell): its archive
+    row says how much its checkpoints held, and neither the plan nor the cost table takes it
+    for the whole cell's time."""
+    import json
+
+    from conftest import archive_row
+
+    from benchmark.cli import build_parser
+    from benchmark.reports import archive
+    from benchmark.reports.costs import cost_table
+    from benchmark.study.execute import checkpoint_folder, checkpoint_root
+    from benchmark.study.launcher import cells_from_args, checked_cells
+    from benchmark.study.plan import calibrate
+    from methods.training import Checkpoint
+
+    argv = run_args(tiny_data, stores, "m2", **{"--results-dir": str(tmp_path / "results")})
+    args = build_parser().parse_args(argv)
+    cell = checked_cells(args, cells_from_args(args))[0]
+    folder = checkpoint_folder(checkpoint_root(args.vae_cache_dir), cell)
+    Checkpoint(folder / "m2.pt").save({"epoch": 3, "epochs": 4})  # not this network's: redone
+    assert main(argv) == 0
+    rows = archive.read(tmp_path / "results" / archive.ARCHIVE_NAME)
+    assert rows["resumed_share"].tolist() == [0.75]
+
+    params = json.dumps(methods_defaults("pixel-svm"))
+    whole = archive_row("pixel-svm", 0, 70.0, params=params, wall_seconds=30.0, machine="A")
+    rest = {**whole, "seed": 1, "wall_seconds": 3.0, "resumed_share": 0.9, "run_id": "r"}
+    both = pd.DataFrame([whole, rest])
+    assert calibrate(both, "A")[0] == calibrate(both.iloc[:1], "A")[0]
+    assert cost_table(both).at[0, "cells"] == 1

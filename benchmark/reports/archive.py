@@ -39,6 +39,7 @@ COLUMNS = [
     "fit_seconds",
     "vae_train_seconds",
     "wall_seconds",
+    "resumed_share",  # of the cell's training its checkpoints held when this run began
     "device",
     "machine",  # CPU model and cores (and GPU): what the seconds were measured on
     "libraries",  # torch=... scikit-learn=... numpy=... scipy=...
@@ -51,8 +52,16 @@ COLUMNS = [
     "experiment",
 ]
 INTEGERS = ("n_labels", "seed", "subset")
-OPTIONAL = ("machine",)
-NUMBERS = ("accuracy", "macro_f1", "fit_seconds", "vae_train_seconds", "wall_seconds")
+# columns added after archives were written, with the value their older rows take
+OPTIONAL = {"machine": "", "resumed_share": 0.0}
+NUMBERS = (
+    "accuracy",
+    "macro_f1",
+    "fit_seconds",
+    "vae_train_seconds",
+    "wall_seconds",
+    "resumed_share",
+)
 TEXT = tuple(c for c in COLUMNS if c not in INTEGERS + NUMBERS)
 ORDER = ["dataset", "method", "n_labels", "seed", "start_time", "run_id"]
 
@@ -89,9 +98,9 @@ def read(path: Path) -> pd.DataFrame:
     except (OSError, ValueError) as error:
         message = f"{path}: not a readable run archive ({error}); restore it from git."
         raise DataError(message) from None
-    for column in OPTIONAL:  # added after archives were written: empty for their rows
+    for column, value in OPTIONAL.items():
         if column not in frame.columns:
-            frame[column] = ""
+            frame[column] = value
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -177,6 +186,7 @@ def row_of(run: Any, store: str, experiment: str) -> dict[str, Any] | None:
         "fit_seconds": round(float(metrics.get("fit_seconds", float("nan"))), 3),
         "vae_train_seconds": round(float(metrics.get("vae_train_seconds", 0.0)), 3),
         "wall_seconds": round(((info.end_time or 0) - (info.start_time or 0)) / 1000, 3),
+        "resumed_share": round(float(tags.get("resumed_share", 0.0) or 0.0), 4),
         "device": params.get("device", ""),
         "machine": tags.get("machine", ""),
         "libraries": tags.get("libraries", ""),

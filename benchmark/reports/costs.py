@@ -31,6 +31,13 @@ def estimate(row) -> float:
     return cls.estimated_seconds(row.n_labels, n_train, cls(**known).params, spec.n_classes)
 
 
+def timed_whole(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose run timed the whole cell: one that resumed from a checkpoint timed only
+    what was left, and would teach the plan that the method is cheaper than it is."""
+    resumed = rows.get("resumed_share", pd.Series(0.0, index=rows.index))
+    return rows[pd.to_numeric(resumed, errors="coerce").fillna(0.0) <= 0]
+
+
 def measured_seconds(rows: pd.DataFrame) -> pd.Series:
     """A cell's own seconds: its wall time less the VAE training it did."""
     return (rows["wall_seconds"] - rows["vae_train_seconds"].fillna(0)).clip(lower=0)
@@ -62,7 +69,9 @@ def held_out_plan(rows: pd.DataFrame) -> pd.Series:
 def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per method: cells, measured and estimated seconds per cell (medians) and in total,
     measured / estimated (1 = the built-in model is right here), and measured / what the
-    calibrated plan would have said of each cell before it ran (`held_out_plan`)."""
+    calibrated plan would have said of each cell before it ran (`held_out_plan`). Cells
+    resumed from a checkpoint are left out (`timed_whole`)."""
+    rows = timed_whole(rows)
     rows = rows.assign(
         measured=measured_seconds(rows), estimated=[estimate(r) for r in rows.itertuples()]
     )
@@ -106,7 +115,8 @@ def costs_markdown(table: pd.DataFrame, vaes: tuple[int, float, float], machines
         " method's cost model alone; *plan* is what `run` would have planned for each cell"
         " before it ran: the built-in model calibrated by the other cells of the method on the"
         " same machine (the cell itself held out). A ratio within 0.75–1.33 is right to"
-        " ±25 %; the last column counts the cells planned that well. Measured on:"
+        " ±25 %; the last column counts the cells planned that well. A cell resumed from a"
+        " checkpoint is left out: its run timed only what was left. Measured on:"
         f" {', '.join(machines) or 'unknown machines'}.\n",
         "| method | cells | measured / cell | built-in / cell | measured total"
         " | built-in total | measured / built-in | plan total | measured / plan | cells ±25 % |",

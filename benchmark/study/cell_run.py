@@ -31,6 +31,7 @@ from benchmark.tracking.client import Tracker
 from benchmark.vaes.runs import VAEData, log_vae_run
 from benchmark.workqueue.locks import store_lock
 from benchmark.workqueue.queue import HANDED_ON, CellFailed, identity
+from methods.training import share_done
 
 FINISH_LOCK = "finish"  # "did another worker finish this cell?" and marking ours FINISHED
 log = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ class CellRunner:
             "data_fingerprint": cell.fingerprint,
             "param_source": cell.param_source,
         }
+        resumed = share_done(self.ws.checkpoint_dir(cell))
+        if resumed > 0:  # this run times only what is left: the cost model must know
+            tags["resumed_share"] = f"{resumed:.4f}"
         run_id = self.tracker.start_run(cell.label, tags, self.parent_run_id)
         params = {**identity(cell), "subset": cell.subset, "device": str(self.ws.device)}
         self.tracker.log_params(run_id, {**params, **cell.param_dict})

@@ -146,7 +146,9 @@ def _comparable(history: pd.DataFrame, machine: str, device: str) -> tuple[pd.Da
     on the same kind of device; and where they come from, in words."""
     if history.empty or "wall_seconds" not in history:
         return history.iloc[:0], ""
-    timed = history[history["wall_seconds"] > 0]
+    from benchmark.reports.costs import timed_whole
+
+    timed = timed_whole(history[history["wall_seconds"] > 0])
     own = timed[timed.get("machine", pd.Series("", index=timed.index)) == machine]
     if not own.empty:
         return own, "this machine"
