@@ -125,6 +125,9 @@ def test_verdict_places_the_published_figure_against_our_interval() -> None:
     best = reproduce._best(with_pixels, "fashion-mnist")
     text = reproduce.verdict(row, ours, {"vae-rbf-svm"}, [], best)
     assert "our `pixel-svm` beats it at 600 (78.0) labels" in text
+    lucky = {"method": "svm-lucky", "dataset": "fashion-mnist", "n_labels": 600, "n": 1}
+    with_lucky = pd.concat([with_pixels, pd.DataFrame([lucky | {"mean": 90.0}])])
+    assert reproduce._best(with_lucky, "fashion-mnist")[600] == ("pixel-svm", 78.0)
     summary["mean"] = [70.0, 80.0]
     better = reproduce._ours(summary, "vae-rbf-svm", "fashion-mnist")
     assert "above it at every compared budget" in reproduce.verdict(
