@@ -122,6 +122,16 @@ class Checkpoint:
         return int(state["epoch"]), int(state["epochs"])
 
 
+def epochs_done(folder: Path | None) -> int:
+    """The epochs every loop of a cell has checkpointed (0 when none): where a resumed
+    cell's curves pick up."""
+    if folder is None or not folder.is_dir():
+        return 0
+    found = [Checkpoint(path).epochs() for path in sorted(folder.glob("*.pt"))]
+    done = [epoch for epoch, _ in filter(None, found)]
+    return min(done) if done else 0
+
+
 def share_done(folder: Path | None) -> float:
     """The share of a cell's training its checkpoints already hold (0 when none): the mean over
     its loops' checkpoints of epochs done / epochs planned."""

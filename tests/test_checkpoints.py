@@ -136,6 +136,56 @@ def test_kill_9_mid_vae_then_rerun_resumes_and_matches_an_uninterrupted_run(
     assert accuracy(stores) == accuracy(other)
 
 
+@pytest.mark.slow
+def test_a_cell_killed_mid_training_resumes_with_its_whole_curves_and_says_so(
+    tiny_data: Path, stores: dict
+) -> None:
+    """kill -9 mid-M2, then the same command: the new run resumes from the cell's checkpoint,
+    says how much it held (the cost model skips its time), and carries the earlier epochs'
+    curves from the killed run, each epoch once."""
+    epochs = 100
+    grid = {
+        "--methods": "m2",
+        "--datasets": "mnist",
+        "--labels": "20",
+        "--seeds": "0",
+        "--epochs": str(epochs),
+        "--set": "hidden=16",
+        "--data-dir": str(tiny_data),
+        **stores,
+    }
+    command = [sys.executable, "-m", "benchmark", "run", *flatten(grid)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BENCHMARK_CHECKPOINT_SECONDS": "0.2"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    root = Path(stores["--vae-cache-dir"]).parent / "checkpoints"
+
+    def epochs_saved() -> int:
+        found = [Checkpoint(p).epochs() for p in root.glob("*/*.pt")]
+        return max((done for done, _ in filter(None, found)), default=0)
+
+    deadline = time.time() + 180
+    while time.time() < deadline and epochs_saved() < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= epochs_saved() < epochs, "the first run must be killed mid-training"
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert "resuming at epoch" in rerun.stdout.decode()
+
+    client = MlflowClient(stores["--tracking-uri"])
+    experiment = client.get_experiment_by_name("ssl-vae-benchmark")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if "cell_key" in r.data.tags]
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(killed) == 1 and len(finished) == 1
+    tags = finished[0].data.tags
+    assert 0 < float(tags["resumed_share"]) < 1
+    assert tags["resumed_from_run"] == killed[0].info.run_id
+    history = client.get_metric_history(finished[0].info.run_id, "m2_loss")
+    assert sorted(m.step for m in history) == list(range(epochs))
+
+
 def test_an_interrupted_sdgm_resumes_from_its_checkpoint_bit_identically(
     tmp_path: Path, capsys
 ) -> None:

@@ -38,6 +38,23 @@ def close_orphans(tracker: Tracker, cell_key: str) -> int:
     return len(orphans)
 
 
+def carry_curves(tracker: Tracker, run_id: str, cell_key: str, epochs_done: int) -> str | None:
+    """Give a resumed cell's new run the curves of the epochs its checkpoint holds, from the
+    latest interrupted run of the cell, so the UI shows the whole training; that run's id."""
+    query = f"tags.cell_key = {literal(cell_key)}"
+    stopped = [
+        run
+        for run in tracker.runs(query)
+        if run.info.run_id != run_id and run.info.status in ("KILLED", "FAILED")
+    ]
+    if not stopped or epochs_done <= 0:
+        return None
+    source = max(stopped, key=lambda run: run.info.start_time).info.run_id
+    tracker.copy_curves(source, run_id, epochs_done)
+    tracker.set_tags(run_id, {"resumed_from_run": source})
+    return source
+
+
 def failed_cells(tracker: Tracker, parent_id: str) -> dict[str, str]:
     """Cell key -> error of the grid's FAILED cell runs."""
     query = f"attributes.status = 'FAILED' and tags.mlflow.parentRunId = {literal(parent_id)}"

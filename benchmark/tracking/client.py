@@ -185,6 +185,22 @@ class Tracker:
         if items:
             self.client.log_batch(run_id, metrics=items)
 
+    def copy_curves(self, source: str, target: str, below_step: int) -> int:
+        """Copy `source`'s per-epoch metrics (not system/) at steps below `below_step` onto
+        `target`, timestamps kept; how many values were copied."""
+        from mlflow.entities import Metric
+
+        names = [k for k in self.client.get_run(source).data.metrics if not k.startswith("system/")]
+        items = [
+            Metric(m.key, m.value, m.timestamp, m.step)
+            for name in sorted(names)
+            for m in self.client.get_metric_history(source, name)
+            if m.step < below_step
+        ]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(target, metrics=items[i : i + 1000])
+        return len(items)
+
     def log_metric(self, run_id: str, name: str, value: float, step: int) -> None:
         self.log_metrics(run_id, {name: value}, step)
 
