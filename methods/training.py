@@ -122,23 +122,23 @@ class Checkpoint:
         return int(state["epoch"]), int(state["epochs"])
 
 
-def epochs_done(folder: Path | None) -> int:
-    """The epochs every loop of a cell has checkpointed (0 when none): where a resumed
-    cell's curves pick up."""
+def loop_progress(folder: Path | None) -> list[tuple[int, int]]:
+    """(epochs done, epochs planned) of each loop a cell has checkpointed in `folder`."""
     if folder is None or not folder.is_dir():
-        return 0
-    found = [Checkpoint(path).epochs() for path in sorted(folder.glob("*.pt"))]
-    done = [epoch for epoch, _ in filter(None, found)]
-    return min(done) if done else 0
+        return []
+    return list(filter(None, (Checkpoint(p).epochs() for p in sorted(folder.glob("*.pt")))))
 
 
-def share_done(folder: Path | None) -> float:
+def epochs_done(progress: list[tuple[int, int]]) -> int:
+    """The epochs every checkpointed loop has done (0 when none): where a resumed cell's
+    curves pick up."""
+    return min((done for done, _ in progress), default=0)
+
+
+def share_done(progress: list[tuple[int, int]]) -> float:
     """The share of a cell's training its checkpoints already hold (0 when none): the mean over
     its loops' checkpoints of epochs done / epochs planned."""
-    if folder is None or not folder.is_dir():
-        return 0.0
-    found = [Checkpoint(path).epochs() for path in sorted(folder.glob("*.pt"))]
-    shares = [done / planned for done, planned in filter(None, found) if planned > 0]
+    shares = [done / planned for done, planned in progress if planned > 0]
     return min(1.0, sum(shares) / len(shares)) if shares else 0.0
 
 

@@ -102,13 +102,13 @@ def test_a_cell_that_resumes_from_a_checkpoint_is_estimated_at_what_is_left(
 
 
 def test_the_share_a_checkpoint_holds_is_epochs_done_over_planned(tmp_path: Path) -> None:
-    from methods.training import Checkpoint, share_done
+    from methods.training import Checkpoint, loop_progress, share_done
 
-    assert share_done(tmp_path / "none") == 0.0
+    assert share_done(loop_progress(tmp_path / "none")) == 0.0
     Checkpoint(tmp_path / "a.pt").save({"epoch": 3, "epochs": 4})
     Checkpoint(tmp_path / "b.pt").save({"epoch": 1, "epochs": 4})
     (tmp_path / "c.pt").write_bytes(b"damaged")  # unreadable: starts over, counts nothing
-    assert share_done(tmp_path) == pytest.approx(0.5)
+    assert share_done(loop_progress(tmp_path)) == pytest.approx(0.5)
 
 
 def test_torchvision_that_fails_to_import_is_named_as_such(monkeypatch) -> None:

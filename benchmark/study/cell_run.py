@@ -31,7 +31,7 @@ from benchmark.tracking.client import Tracker
 from benchmark.vaes.runs import VAEData, log_vae_run
 from benchmark.workqueue.locks import store_lock
 from benchmark.workqueue.queue import HANDED_ON, CellFailed, identity
-from methods.training import epochs_done, share_done
+from methods.training import epochs_done, loop_progress, share_done
 
 FINISH_LOCK = "finish"  # "did another worker finish this cell?" and marking ours FINISHED
 log = logging.getLogger(__name__)
@@ -125,14 +125,14 @@ class CellRunner:
             "data_fingerprint": cell.fingerprint,
             "param_source": cell.param_source,
         }
-        folder = self.ws.checkpoint_dir(cell)
-        resumed = share_done(folder)
+        progress = loop_progress(self.ws.checkpoint_dir(cell))  # read once: both use it
+        resumed = share_done(progress)
         if resumed > 0:  # this run times only what is left: the cost model must know
             tags["resumed_share"] = f"{resumed:.4f}"
         run_id = self.tracker.start_run(cell.label, tags, self.parent_run_id)
         if resumed > 0:
             try:
-                carry_curves(self.tracker, run_id, cell.key, epochs_done(folder))
+                carry_curves(self.tracker, run_id, cell.key, epochs_done(progress))
             except Exception as error:  # the cell's training matters more than its curves
                 log.warning("could not carry the curves of %s's last run: %s", cell.label, error)
         params = {**identity(cell), "subset": cell.subset, "device": str(self.ws.device)}

@@ -86,7 +86,8 @@ def plan_for(
         return cache.path(cache_key(cell.fingerprint, config, cell.seed, device)).exists()
 
     def share_done(cell: grid.Cell) -> float:
-        return training.share_done(checkpoint_folder(checkpoint_root(args.vae_cache_dir), cell))
+        folder = checkpoint_folder(checkpoint_root(args.vae_cache_dir), cell)
+        return training.share_done(training.loop_progress(folder))
 
     machine = provenance.machine()
     return make_plan(
