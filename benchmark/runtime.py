@@ -35,6 +35,31 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+KEEP_DENORMALS = "BENCHMARK_KEEP_DENORMALS"
+_denormals = "kept"  # what cpu_numerics() last set in this process: recorded with each cell
+
+
+def cpu_numerics() -> str:
+    """Flush subnormal floats to zero on the CPU, unless BENCHMARK_KEEP_DENORMALS=1: returns
+    "flushed" or "kept", as `denormals()` will.
+
+    Subnormals (below 1.2e-38) build up as the M2 family trains, and each one costs the CPU
+    a slow microcode path; flushing them is the usual remedy and moves no number above that
+    scale. Cells archived before this setting kept them: the variable reproduces those.
+    """
+    import torch
+
+    global _denormals
+    flush = os.environ.get(KEEP_DENORMALS, "") in ("", "0")
+    _denormals = "flushed" if torch.set_flush_denormal(flush) and flush else "kept"
+    return _denormals
+
+
+def denormals() -> str:
+    """Whether this process flushes subnormal floats on the CPU ("flushed") or not ("kept")."""
+    return _denormals
+
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 
 

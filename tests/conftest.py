@@ -18,6 +18,11 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402  (after the thread variables, which it reads when imported)
 
 torch.set_num_threads(1)
+# ... and subnormal floats flushed, as `run`, `tune` and their workers set: tests compute what
+# cells compute, and no test's order can change another's numbers
+from benchmark import runtime  # noqa: E402
+
+runtime.cpu_numerics()
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -149,6 +154,7 @@ def archive_row(method: str, seed: int, accuracy: float, **fields: object) -> di
         "resumed_share": 0.0,
         "device": "cpu",
         "libraries": provenance.libraries(),
+        "denormals": "flushed",
         "git_commit": "abc",
         "data_fingerprint": "data",
         "cell_key": f"{method}/mnist/100/seed{seed}/x",

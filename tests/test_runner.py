@@ -16,6 +16,7 @@ import torch
 from conftest import REPO, flatten, launch_together, store_options
 from mlflow.tracking import MlflowClient
 
+from benchmark import runtime
 from benchmark.cli import main
 from benchmark.errors import UsageError
 from benchmark.reports import stats
@@ -379,6 +380,27 @@ def test_the_parent_run_carries_the_study_and_cells_their_provenance(
     inputs = {d.dataset.name: d.dataset.digest for d in cell.inputs.dataset_inputs}
     assert inputs["fashion-mnist-train"] == cell.data.tags["data_fingerprint"]
     assert "fashion-mnist-test" in inputs
+    assert cell.data.tags["denormals"] == "flushed"  # conftest flushes them, as `run` does
+
+
+def test_subnormal_floats_are_flushed_unless_the_user_keeps_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flushed by default (the M2 family's CPU steps ran about twice as fast); kept with
+    BENCHMARK_KEEP_DENORMALS=1, to reproduce cells archived before the setting existed."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormal floats")
+    tiny = torch.tensor([1e-30])
+    try:
+        monkeypatch.delenv(runtime.KEEP_DENORMALS, raising=False)
+        assert runtime.cpu_numerics() == runtime.denormals() == "flushed"
+        assert (tiny * 1e-10).item() == 0.0
+        monkeypatch.setenv(runtime.KEEP_DENORMALS, "1")
+        assert runtime.cpu_numerics() == runtime.denormals() == "kept"
+        assert (tiny * 1e-10).item() > 0.0
+    finally:
+        monkeypatch.delenv(runtime.KEEP_DENORMALS, raising=False)
+        runtime.cpu_numerics()
 
 
 def _children(parent: int) -> list[int]:

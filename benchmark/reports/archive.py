@@ -43,6 +43,7 @@ COLUMNS = [
     "device",
     "machine",  # CPU model and cores (and GPU): what the seconds were measured on
     "libraries",  # torch=... scikit-learn=... numpy=... scipy=...
+    "denormals",  # "flushed" or "kept": subnormal floats on the CPU (benchmark.runtime)
     "git_commit",
     "data_fingerprint",
     "cell_key",
@@ -53,7 +54,7 @@ COLUMNS = [
 ]
 INTEGERS = ("n_labels", "seed", "subset")
 # columns added after archives were written, with the value their older rows take
-OPTIONAL = {"machine": "", "resumed_share": 0.0}
+OPTIONAL = {"machine": "", "resumed_share": 0.0, "denormals": "kept"}
 NUMBERS = (
     "accuracy",
     "macro_f1",
@@ -190,6 +191,7 @@ def row_of(run: Any, store: str, experiment: str) -> dict[str, Any] | None:
         "device": params.get("device", ""),
         "machine": tags.get("machine", ""),
         "libraries": tags.get("libraries", ""),
+        "denormals": tags.get("denormals", "kept"),
         "git_commit": tags.get("git_commit", ""),
         "data_fingerprint": tags.get("data_fingerprint", ""),
         "cell_key": tags["cell_key"],

@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 import methods
-from benchmark import options
+from benchmark import options, runtime
 from benchmark.devices import resolve_device
 from benchmark.errors import UsageError
 from benchmark.study import grid
@@ -162,6 +162,7 @@ def _settings(args: argparse.Namespace) -> None:
             setattr(args, key, value)
     if args.threads:
         torch.set_num_threads(args.threads)
+    runtime.cpu_numerics()  # as `run` computes
     if args.subset and args.subset < grid.DEFAULT_LABELS[0]:
         raise UsageError(f"--subset {args.subset} leaves no label budget; use 0 or >= 100.")
     if args.fit_subset < FIT_BUDGETS[0]:
@@ -173,6 +174,7 @@ def _describe(args: argparse.Namespace, device: torch.device, labels: list[int])
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "denormals": runtime.denormals(),
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "dataset": args.dataset,
@@ -266,8 +268,8 @@ def markdown(r: dict[str, Any]) -> str:
     quick = " — QUICK MODE: sizes too small to mean anything" if r["quick"] else ""
     lines = [
         "# Harness performance (`python -m benchmark perf`)\n",
-        f"{r['machine']}, torch {r['torch']}, {r['threads']} CPU thread(s),"
-        f" device {r['device']}{quick}.\n",
+        f"{r['machine']}, torch {r['torch']}, {r['threads']} CPU thread(s), subnormal floats"
+        f" {r.get('denormals', 'kept')}, device {r['device']}{quick}.\n",
         *_epoch_section(r),
         *_grid_section(r),
         f"## Fit and predict per method (first {r['fit_subset']:,} training images)\n",

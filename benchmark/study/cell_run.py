@@ -21,7 +21,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 
 import methods
-from benchmark import provenance
+from benchmark import provenance, runtime
 from benchmark.data import scoring
 from benchmark.reports import plots
 from benchmark.study.execute import CellResult, Workspace, run_cell
@@ -120,6 +120,7 @@ class CellRunner:
             "code_version": cell.code,
             "cell_params": cell.params,
             "libraries": provenance.libraries(),
+            "denormals": runtime.denormals(),
             "machine": provenance.machine(),
             "settings": cell.settings,
             "data_fingerprint": cell.fingerprint,

@@ -117,7 +117,8 @@ def launch_tracked(
     print(plan.render(f"python -m benchmark {kind if kind != 'grid' else 'run'}"), flush=True)
     if getattr(args, "dry_run", False) or not plan.pending:
         return [], cells
-    print(f"Threads: {runtime.choose_threads(args.workers)}.", flush=True)
+    threads, denormals = runtime.choose_threads(args.workers), runtime.cpu_numerics()
+    print(f"Threads: {threads}; subnormal floats {denormals}.", flush=True)
     tracker = Tracker(args.tracking_uri, args.experiment)
     close_dead_launchers(tracker)
     command = command_text(sys.argv[1:] or [kind])

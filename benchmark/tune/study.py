@@ -206,6 +206,7 @@ def study_settings(request: TuneRequest, fingerprint: str) -> dict[str, Any]:
 
 def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
     runtime.quiet_optuna()
+    runtime.cpu_numerics()
     progress = sys.stderr.isatty()
     task, fingerprint = build_task(request, args, progress)
     settings = study_settings(request, fingerprint)

@@ -122,6 +122,7 @@ def _worker_main(options: RunOptions, name: str) -> None:
     runtime.configure()
     _install_interrupts()
     torch.set_num_threads(1)
+    runtime.cpu_numerics()
     try:
         work(options, name)
     except KeyboardInterrupt:  # stopped by the launcher (or Ctrl-C): the cell's run is closed
