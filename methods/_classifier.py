@@ -1,10 +1,12 @@
 """Training a classifier network on the labeled images alone: the loop the fine-tuning
 methods and the supervised-only networks share (Adam with weight decay, fixed epochs, and with
-a validation slice of the labels the epoch it scores best, latest on ties)."""
+a validation slice of the labels the epoch it scores best, latest on ties). With `shift`, each
+batch's images are moved by a few pixels at random, a label-free augmentation."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -14,11 +16,43 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
+from methods.params import Rule
 from methods.training import Loop, adam, run_loop
+
+# `shift`: the most pixels an image moves each way in a step; 0, what the cells computed
+# before it existed, moves none (and draws no random number)
+SHIFT_RULE = Rule(ge=0, integer=True)
+CLASSIFIER_NEW_PARAMS = {"shift": 0}
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+def shifted(
+    x: torch.Tensor, shape: Sequence[int], pixels: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Each row of x (an image of `shape`, flattened) moved by up to `pixels` rows and columns,
+    its own draw; the uncovered border is 0, the background of the datasets' scaled images."""
+    n, (h, w), device = len(x), shape[-2:], x.device
+    images = F.pad(x.reshape(n, -1, h, w), (pixels,) * 4)
+    dy, dx = (
+        torch.randint(0, 2 * pixels + 1, (n,), generator=generator, device=device) for _ in "yx"
+    )
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :]
+    channels = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    return images[
+        torch.arange(n, device=device)[:, None, None, None], channels, rows, cols
+    ].reshape(n, -1)
 
 
 def _epoch(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, optimizer, generator
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    augment: Augment | None = None,
 ) -> float:
     """One pass over the labeled training images; returns their mean cross-entropy."""
     net.train()
@@ -27,7 +61,8 @@ def _epoch(
     total = torch.zeros((), device=x.device)
     for begin in range(0, len(x), batch):
         idx = order[begin : begin + batch]
-        loss = F.cross_entropy(net(x[idx]), y[idx])
+        inputs = x[idx] if augment is None else augment(x[idx])
+        loss = F.cross_entropy(net(inputs), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -62,6 +97,10 @@ def train_classifier(
                 best.update(score=score, state=copy.deepcopy(net.state_dict()))
 
     batch_size = int(params["batch_size"])
+    pixels = int(params.get("shift", 0))
+    augment = None
+    if pixels > 0:
+        augment = lambda batch: shifted(batch, data.image_shape, pixels, generator)  # noqa: E731
     run_loop(
         Loop(
             name=name,
@@ -69,7 +108,7 @@ def train_classifier(
             optimizer=optimizer,
             generator=generator,
             epochs=int(params["epochs"]),
-            run_epoch=lambda epoch: _epoch(net, x, y, batch_size, optimizer, generator),
+            run_epoch=lambda epoch: _epoch(net, x, y, batch_size, optimizer, generator, augment),
             on_epoch=on_epoch,
             checkpoint=data.checkpoint("finetune.pt"),
             progress=data.progress,

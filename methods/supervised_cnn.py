@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from methods._classifier import fit_on_labels
+from methods._classifier import CLASSIFIER_NEW_PARAMS, SHIFT_RULE, fit_on_labels
 from methods._holdout import predict_classes
 from methods.base import Method, TrainData
 from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE
@@ -32,7 +32,9 @@ class SupervisedCNN(Method):
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "val_fraction": 0.1,
+        "shift": 0,
     }
+    new_params = CLASSIFIER_NEW_PARAMS
     rules = {
         "head_hidden": AT_LEAST_ONE,
         "epochs": AT_LEAST_ONE,
@@ -40,6 +42,7 @@ class SupervisedCNN(Method):
         "lr": POSITIVE,
         "weight_decay": NON_NEGATIVE,
         "val_fraction": FRACTION,
+        "shift": SHIFT_RULE,
     }
 
     @classmethod
@@ -48,6 +51,7 @@ class SupervisedCNN(Method):
             "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
             "epochs": trial.suggest_int("epochs", 20, 300, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "shift": trial.suggest_int("shift", 0, 3),
         }
 
     @classmethod

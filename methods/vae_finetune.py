@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from benchmark.errors import UsageError
-from methods._classifier import fit_on_labels
+from methods._classifier import CLASSIFIER_NEW_PARAMS, SHIFT_RULE, fit_on_labels
 from methods._holdout import predict_classes
 from methods.base import VAE_DEFAULTS, VAE_NEW_PARAMS, VAE_RULES, Method, TrainData, vae_config_from
 from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Rule
@@ -86,8 +86,9 @@ class VAEFinetune(Method):
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "val_fraction": 0.1,
+        "shift": 0,
     }
-    new_params = {**VAE_NEW_PARAMS, "head": "dense"}
+    new_params = {**VAE_NEW_PARAMS, **CLASSIFIER_NEW_PARAMS, "head": "dense"}
     rules = {
         **VAE_RULES,
         "head": Rule(choices=("dense", "conv")),
@@ -97,6 +98,7 @@ class VAEFinetune(Method):
         "lr": POSITIVE,
         "weight_decay": NON_NEGATIVE,
         "val_fraction": FRACTION,
+        "shift": SHIFT_RULE,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -114,6 +116,7 @@ class VAEFinetune(Method):
             "epochs": trial.suggest_int("epochs", 20, 300, log=True),
             "head_hidden": trial.suggest_categorical("head_hidden", [32, 128, 512]),
             "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "shift": trial.suggest_int("shift", 0, 3),
         }
 
     @classmethod

@@ -25,6 +25,7 @@ from benchmark.data.splits import balanced_split
 from benchmark.study import grid
 from benchmark.study.execute import Workspace, run_cell
 from benchmark.vaes.cache import VAECache
+from methods._classifier import shifted
 from methods._holdout import ClassifierCurves
 from methods.base import TrainData, vae_config_from
 from methods.training import term_gradient_norms
@@ -143,6 +144,23 @@ def test_learns_zeros_versus_ones_from_ten_labels_each(
     if name in ("adgm", "sdgm"):  # the per-term diagnostic: both label and image terms act
         for term in ("weighted_cross_entropy", "unlabeled"):
             assert curves[f"classifier_grad_{term}"][-1] > 0, term
+
+
+def test_shift_moves_each_image_by_its_own_draw_within_the_bound() -> None:
+    """One lit pixel per image, away from the border: it stays lit once, at most 2 rows and
+    columns away, and the images do not all move alike; the same seed moves them the same."""
+    x = torch.zeros(60, 2, 28, 28)  # two channels: an image's channels move together
+    x[:, :, 14, 14] = 1.0
+    moved = [
+        shifted(x.reshape(60, -1), (2, 28, 28), 2, torch.Generator().manual_seed(3)) for _ in "ab"
+    ]
+    assert torch.equal(moved[0], moved[1])
+    out = moved[0].reshape(60, 2, 28, 28)
+    assert torch.equal(out[:, 0], out[:, 1]) and (out.sum(dim=(1, 2, 3)) == 2).all()
+    lit = out[:, 0].reshape(60, -1).argmax(dim=1)
+    rows, cols = lit // 28, lit % 28
+    assert (rows - 14).abs().max() <= 2 and (cols - 14).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # of 25 possible moves
 
 
 def test_term_gradient_norms_are_each_terms_own_and_leave_grad_alone() -> None:
