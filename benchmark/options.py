@@ -133,12 +133,12 @@ def parse_ints(text: str, what: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def parse_settings(items: list[str]) -> dict[str, str]:
+def parse_settings(items: list[str], option: str = "--set") -> dict[str, str]:
     """`--set KEY=VALUE` pairs as text; each method parses VALUE to its parameter's type."""
     settings: dict[str, str] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set expects KEY=VALUE (e.g. --set val_fraction=0), got {item!r}.")
+            raise UsageError(f"{option} expects KEY=VALUE (e.g. {option} epochs=10), got {item!r}.")
         settings[key.strip()] = text.strip()
     return settings

@@ -117,6 +117,8 @@ def test_study_without_test_files_resumes_and_feeds_run(
         ({"--labels": "35"}, "multiple of the 10 classes"),
         ({"--trials": "0"}, "--trials 0 must be at least 1"),
         ({"--subset": "20"}, "--subset 20 is smaller than the budget"),
+        ({"--try": "shift=2"}, "shift is not in vae-rbf-svm's search space"),
+        ({"--try": "C"}, "--try expects KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_2_before_anything_is_created(
@@ -127,6 +129,29 @@ def test_bad_input_exits_2_before_anything_is_created(
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "vae-cache").exists()
+
+
+def test_tries_run_at_the_defaults_before_the_sampler_and_once(
+    tiny_data: Path, stores: dict[str, str], capsys
+) -> None:
+    """`--try` compares given settings by the same CV: each is a trial at the defaults but
+    for the values it names; a second call runs only the sampler's trials it asks for."""
+    tries = ["--try", "C=0.5", "--try", "C=8,gamma=0.01"]
+    argv = [*TUNE, *tries, "--epochs", "1", "--data-dir", str(tiny_data), *flatten(stores)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--try C=0.5: CV accuracy" in out and "--try C=8.0,gamma=0.01: CV accuracy" in out
+    trials = _study(stores, "tune-vae-rbf-svm-fashion-mnist-30-seed0").trials
+    defaults = methods.get("vae-rbf-svm").defaults  # gamma="scale": outside the search space
+    ran = [
+        {k: t.user_attrs["method_params"][k] for k in ("latent_dim", "C", "gamma")} for t in trials
+    ]
+    assert ran == [
+        {"latent_dim": defaults["latent_dim"], "C": 0.5, "gamma": defaults["gamma"]},
+        {"latent_dim": defaults["latent_dim"], "C": 8.0, "gamma": 0.01},
+    ]
+    assert main([*argv, "--trials", "1"]) == 0  # the tries were scored: only the sampler's
+    assert len(_study(stores, "tune-vae-rbf-svm-fashion-mnist-30-seed0").trials) == 3
 
 
 def test_method_without_search_space_is_refused(tiny_data: Path, stores, capsys) -> None:

@@ -38,8 +38,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trials",
         type=int,
-        default=DEFAULT_TRIALS,
-        help="trials to run in this call; earlier ones are kept",
+        help=f"trials the sampler runs in this call, after any --try; earlier ones are kept"
+        f" (default: {DEFAULT_TRIALS}, or 0 with --try)",
+    )
+    p.add_argument(
+        "--try",
+        dest="tries",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="a trial at the defaults but for these values of the search space, run first unless"
+        " the study already scored it; repeat it to compare settings by CV, e.g. --try shift=0"
+        " --try shift=2",
     )
     p.add_argument("--epochs", type=positive_int, help="training epochs (VAE and M2-style models)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
@@ -60,6 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from benchmark.tune.request import request_from_args
 
+    if args.trials is None:
+        args.trials = 0 if args.tries else DEFAULT_TRIALS
     request = request_from_args(args)
     from benchmark.tune import (
         study as tune_study,  # optuna, MLflow and torch training: only once input is valid

@@ -160,7 +160,9 @@ def make_objective(
     """Objective = mean CV accuracy in %; each trial is one MLflow child run of the study's run."""
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**task.base_params, **task.method.search_space(trial)}
+        tried = trial.user_attrs.get("try")  # a --try: its values, the defaults elsewhere
+        searched = task.method.search_space(trial) if tried is None else tried
+        params = {**task.base_params, **searched}
         trial.set_user_attr("method_params", params)
         tags = {"kind": "tune-trial", "study_name": study_name, "trial_number": str(trial.number)}
         run_id = tracker.start_run(f"trial {trial.number}", tags, parent_run_id)

@@ -17,6 +17,7 @@ import methods
 from benchmark.data import datasets
 from benchmark.data.splits import check_budget
 from benchmark.errors import UsageError
+from benchmark.options import parse_settings
 from benchmark.study import grid
 
 MAX_FOLDS = 5
@@ -31,12 +32,14 @@ class TuneRequest:
     dataset: str
     n_labels: int
     seed: int
-    n_trials: int
+    n_trials: int  # the sampler's, after the tries
     epochs: int | None
     subset: int
     folds: int
     study_name: str
     base_params: dict[str, Any]
+    # trials at the defaults but for the values each names (--try), run before the sampler's
+    tries: tuple[dict[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
@@ -70,8 +73,8 @@ def request_from_args(args: argparse.Namespace) -> TuneRequest:
             f" cross-validation inside the budget needs at least {MIN_LABELS_PER_CLASS} per"
             f" class; use --labels {MIN_LABELS_PER_CLASS * spec.n_classes} or more."
         )
-    if args.trials < 1:
-        raise UsageError(f"--trials {args.trials} must be at least 1.")
+    if args.trials < (0 if args.tries else 1):
+        raise UsageError(f"--trials {args.trials} must be at least {0 if args.tries else 1}.")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed} must be a non-negative integer.")
     if args.subset and args.subset < args.labels:
@@ -90,6 +93,7 @@ def request_from_args(args: argparse.Namespace) -> TuneRequest:
             f" so there is nothing to tune; run it with its defaults: `run --methods {args.method}`."
         )
     cls(**{**base, **sample})  # a search space naming an unknown parameter fails here
+    tries = tuple(tried_params(cls, base, sample, item) for item in args.tries)
     return TuneRequest(
         method=args.method,
         dataset=args.dataset,
@@ -101,4 +105,21 @@ def request_from_args(args: argparse.Namespace) -> TuneRequest:
         folds=min(MAX_FOLDS, per_class),
         study_name=name,
         base_params=base,
+        tries=tries,
     )
+
+
+def tried_params(
+    cls: type[methods.Method], base: dict[str, Any], sample: dict[str, Any], item: str
+) -> dict[str, Any]:
+    """One --try: the values it names (parameters of the search space), typed as the method
+    types them; the trial runs every other parameter at the request's defaults."""
+    values = parse_settings(item.split(","), "--try")
+    outside = sorted(set(values) - set(sample))
+    if outside:
+        raise UsageError(
+            f"--try {item!r}: {', '.join(outside)} is not in {cls.name}'s search space"
+            f" ({', '.join(sorted(sample))}); name only those."
+        )
+    typed = cls(**{**base, **values}).params
+    return {k: typed[k] for k in values}

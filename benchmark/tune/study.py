@@ -219,16 +219,20 @@ def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
             tracker, study, f"tune {request.label}", {**settings, "storage": redacted(args.storage)}
         )
     tracker.set_tags(parent, {"command": " ".join(sys.argv)})
+    scored = [t.user_attrs.get("try") for t in study.trials if t.value is not None]
+    new = [p for p in request.tries if p not in scored]  # a scored try is not run again
     print(
         f"study {request.study_name!r}: {len(study.trials)} earlier trial(s); running"
-        f" {request.n_trials} more ({request.folds}-fold CV on the {request.n_labels} labeled"
-        " images; the test set is not read)"
+        f" {len(new)} --try and {request.n_trials} sampled ({request.folds}-fold CV on the"
+        f" {request.n_labels} labeled images; the test set is not read)"
     )
     status = "KILLED"
     try:
         objective = make_objective(task, tracker, parent, request.study_name)
         callback = outputs.history_callback(tracker, parent)
-        optimize(study, objective, request.n_trials, request.seed, callback)
+        for values in new:  # the objective reads them, not the sampler
+            study.enqueue_trial({}, user_attrs={"try": values})
+        optimize(study, objective, len(new) + request.n_trials, request.seed, callback)
         path = outputs.summarise(tracker, parent, study, request, settings, Path(args.results_dir))
         status = "FINISHED"
     finally:
@@ -240,6 +244,13 @@ def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    for values in request.tries:
+        scores = [t.value for t in study.trials if t.user_attrs.get("try") == values]
+        scores = [v for v in scores if v is not None]
+        tried = ",".join(f"{k}={v}" for k, v in values.items())
+        print(
+            f"--try {tried}: CV accuracy {scores[-1]:.4f}" if scores else f"--try {tried}: failed"
+        )
     best = study.best_trial
     print(
         f"best CV accuracy {best.value:.4f} (trial {best.number} of {len(study.trials)}):"
