@@ -150,6 +150,9 @@ def test_tries_run_at_the_defaults_before_the_sampler_and_once(
         {"latent_dim": defaults["latent_dim"], "C": 0.5, "gamma": defaults["gamma"]},
         {"latent_dim": defaults["latent_dim"], "C": 8.0, "gamma": 0.01},
     ]
+    tuned = Path(stores["--results-dir"]) / "tuned" / "vae-rbf-svm-fashion-mnist-30-seed0.json"
+    best = max(trials, key=lambda t: t.value)
+    assert json.loads(tuned.read_text())["searched"] == best.user_attrs["try"]
     assert main([*argv, "--trials", "1"]) == 0  # the tries were scored: only the sampler's
     assert len(_study(stores, "tune-vae-rbf-svm-fashion-mnist-30-seed0").trials) == 3
 

@@ -68,10 +68,15 @@ def history_callback(
         else:
             outcome = f"{trial.state.name.lower()}: {trial.user_attrs.get('error', '')}"
         if echo:
-            shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in chosen(trial).items())
             print(f"trial {trial.number}: {outcome}  [{shown}]", flush=True)
 
     return on_trial
+
+
+def chosen(trial: FrozenTrial) -> dict[str, Any]:
+    """The values a trial set: the sampler's, or a `--try`'s (those reach no sampler)."""
+    return trial.user_attrs.get("try") or trial.params
 
 
 def _short(value: Any) -> str:
@@ -141,7 +146,7 @@ def tuned_payload(
             f"mean accuracy over stratified {request.folds}-fold CV on the labeled images of the"
             " budget (best of the study's trials, so optimistic)"
         ),
-        "searched": best.params,
+        "searched": chosen(best),
         "params": best.user_attrs.get("method_params", {**request.base_params, **best.params}),
         "settings": settings,
     }
@@ -173,7 +178,7 @@ def summarise(
     best = study.best_trial
     payload = tuned_payload(study, best, request, settings)
     weights = importances(study, request.seed)
-    numeric = {f"best_{k}": v for k, v in best.params.items() if isinstance(v, int | float)}
+    numeric = {f"best_{k}": v for k, v in chosen(best).items() if isinstance(v, int | float)}
     tracker.log_metrics(
         run_id,
         {
@@ -187,7 +192,7 @@ def summarise(
     )
     tracker.set_tags(
         run_id,
-        {"best_params": json.dumps(best.params, sort_keys=True), "best_trial": best.number},
+        {"best_params": json.dumps(chosen(best), sort_keys=True), "best_trial": best.number},
     )
     path = write_json(
         grid.tuned_path(

@@ -254,7 +254,7 @@ def run_study(request: TuneRequest, args: argparse.Namespace) -> int:
     best = study.best_trial
     print(
         f"best CV accuracy {best.value:.4f} (trial {best.number} of {len(study.trials)}):"
-        f" {best.params}\nwrote {path}; `run --params tuned --tuned-dir {args.results_dir}`"
+        f" {outputs.chosen(best)}\nwrote {path}; `run --params tuned --tuned-dir {args.results_dir}`"
         " uses it."
     )
     return 0
