@@ -16,13 +16,42 @@ from torch.nn import functional as F
 from benchmark.devices import seeded_generator
 from methods._holdout import accuracy, split_labeled
 from methods.base import TrainData
-from methods.params import Rule
+from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Rule
 from methods.training import Loop, adam, run_loop
 
+# The settings every network trained by `fit_on_labels` shares (the fine-tuning paper's).
 # `shift`: the most pixels an image moves each way in a step; 0, what the cells computed
-# before it existed, moves none (and draws no random number)
-SHIFT_RULE = Rule(ge=0, integer=True)
+# before it existed, moves none (and draws no random number).
+CLASSIFIER_DEFAULTS: dict[str, Any] = {
+    "head_hidden": 128,
+    "epochs": 100,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "val_fraction": 0.1,
+    "shift": 0,
+}
+CLASSIFIER_RULES = {
+    "head_hidden": AT_LEAST_ONE,
+    "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "val_fraction": FRACTION,
+    "shift": Rule(ge=0, integer=True),
+}
 CLASSIFIER_NEW_PARAMS = {"shift": 0}
+
+
+def classifier_search_space(trial: Any) -> dict[str, Any]:
+    """The optimiser's and the augmentation's part of `tune`'s search space."""
+    return {
+        "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+        "epochs": trial.suggest_int("epochs", 20, 300, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "shift": trial.suggest_int("shift", 0, 3),
+    }
+
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 

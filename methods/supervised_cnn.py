@@ -13,10 +13,15 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from methods._classifier import CLASSIFIER_NEW_PARAMS, SHIFT_RULE, fit_on_labels
+from methods._classifier import (
+    CLASSIFIER_DEFAULTS,
+    CLASSIFIER_NEW_PARAMS,
+    CLASSIFIER_RULES,
+    classifier_search_space,
+    fit_on_labels,
+)
 from methods._holdout import predict_classes
 from methods.base import Method, TrainData
-from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE
 from methods.vae import conv_feature_maps
 from methods.vae_finetune import conv_head, init_layers
 
@@ -25,34 +30,13 @@ class SupervisedCNN(Method):
     name = "supervised-cnn"
     version = 1
     description = "The conv fine-tuning network trained from scratch on the labels alone"
-    defaults = {
-        "head_hidden": 128,
-        "epochs": 100,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "val_fraction": 0.1,
-        "shift": 0,
-    }
+    defaults = CLASSIFIER_DEFAULTS
     new_params = CLASSIFIER_NEW_PARAMS
-    rules = {
-        "head_hidden": AT_LEAST_ONE,
-        "epochs": AT_LEAST_ONE,
-        "batch_size": AT_LEAST_ONE,
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
-        "val_fraction": FRACTION,
-        "shift": SHIFT_RULE,
-    }
+    rules = CLASSIFIER_RULES
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        return {
-            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-            "epochs": trial.suggest_int("epochs", 20, 300, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-            "shift": trial.suggest_int("shift", 0, 3),
-        }
+        return classifier_search_space(trial)
 
     @classmethod
     def estimated_seconds(

@@ -18,10 +18,16 @@ import torch
 from torch import nn
 
 from benchmark.errors import UsageError
-from methods._classifier import CLASSIFIER_NEW_PARAMS, SHIFT_RULE, fit_on_labels
+from methods._classifier import (
+    CLASSIFIER_DEFAULTS,
+    CLASSIFIER_NEW_PARAMS,
+    CLASSIFIER_RULES,
+    classifier_search_space,
+    fit_on_labels,
+)
 from methods._holdout import predict_classes
 from methods.base import VAE_DEFAULTS, VAE_NEW_PARAMS, VAE_RULES, Method, TrainData, vae_config_from
-from methods.params import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Rule
+from methods.params import Rule
 from methods.vae import VAE
 
 
@@ -80,25 +86,13 @@ class VAEFinetune(Method):
         "vae_arch": "conv",
         "head": "conv",
         "freeze_encoder": False,
-        "head_hidden": 128,
-        "epochs": 100,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "val_fraction": 0.1,
-        "shift": 0,
+        **CLASSIFIER_DEFAULTS,
     }
     new_params = {**VAE_NEW_PARAMS, **CLASSIFIER_NEW_PARAMS, "head": "dense"}
     rules = {
         **VAE_RULES,
+        **CLASSIFIER_RULES,
         "head": Rule(choices=("dense", "conv")),
-        "head_hidden": AT_LEAST_ONE,
-        "epochs": AT_LEAST_ONE,
-        "batch_size": AT_LEAST_ONE,
-        "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
-        "val_fraction": FRACTION,
-        "shift": SHIFT_RULE,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -112,11 +106,8 @@ class VAEFinetune(Method):
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         return {
-            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-            "epochs": trial.suggest_int("epochs", 20, 300, log=True),
+            **classifier_search_space(trial),
             "head_hidden": trial.suggest_categorical("head_hidden", [32, 128, 512]),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-            "shift": trial.suggest_int("shift", 0, 3),
         }
 
     @classmethod
