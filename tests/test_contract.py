@@ -46,10 +46,19 @@ def test_method_contract(name: str, tiny_data: Path, tmp_path: Path) -> None:
     accuracy = np.trace(result.confusion) / result.confusion.sum()  # the score is its matrix's
     assert result.scores["test_accuracy"] == pytest.approx(accuracy)
     assert result.confusion.shape == (10, 10) and result.confusion.sum() == 200
-    assert result.fit_seconds >= 0
+    assert result.fit_seconds >= 0 and result.cuda_peak_mb is None  # no CUDA peak on the CPU
     # same seed, same numbers on the CPU (the second run also reuses the cached VAE)
     assert results[1].scores == result.scores
     assert np.array_equal(results[1].confusion, result.confusion)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cell_on_cuda_records_its_peak_memory(tiny_data: Path, tmp_path: Path) -> None:
+    params, _ = grid.resolve_params("supervised-mlp", "mnist", 20, FAST)
+    cell = grid.Cell("supervised-mlp", "mnist", 20, 0, grid.canonical(params))
+    ws = Workspace(tiny_data, torch.device("cuda"), VAECache(tmp_path / "cache"), progress=False)
+    assert run_cell(cell, ws).cuda_peak_mb > 0
 
 
 def test_unknown_parameter_is_rejected() -> None:

@@ -156,8 +156,10 @@ class CellRunner:
         if result.trained_vaes:  # this run trained them: find it by this tag
             keys = ",".join(key for key, _ in result.trained_vaes)
             tracker.set_tags(run_id, {"vae_trained_keys": keys})
-        seconds = {"fit_seconds": result.fit_seconds, "vae_train_seconds": result.vae_train_seconds}
-        tracker.log_metrics(run_id, {**scoring.as_logged(result.scores), **seconds})
+        costs = {"fit_seconds": result.fit_seconds, "vae_train_seconds": result.vae_train_seconds}
+        if result.cuda_peak_mb is not None:
+            costs["cuda_peak_mb"] = result.cuda_peak_mb
+        tracker.log_metrics(run_id, {**scoring.as_logged(result.scores), **costs})
         tracker.set_tags(run_id, {"mlflow.note.content": description(cell, result)})
         datasets = [
             (f"{cell.dataset}-train", cell.fingerprint, result.data_source, "train"),

@@ -37,6 +37,7 @@ class CellResult:
     test_fingerprint: str = ""
     artifacts: list[Path] = field(default_factory=list)  # the method's own pictures
     predictions: np.ndarray | None = None  # the class predicted for each test image
+    cuda_peak_mb: float | None = None  # the cell's peak CUDA allocation (None on CPU)
 
 
 def checkpoint_root(vae_cache_dir: str | Path) -> Path:
@@ -194,6 +195,9 @@ def run_cell(
     artifact_dir: Path | None = None,
 ) -> CellResult:
     torch.manual_seed(cell.seed)  # safety net for methods that use torch's global RNG
+    on_cuda = ws.device.type == "cuda"
+    if on_cuda:  # one cell at a time per worker process: the peak is this cell's
+        torch.cuda.reset_peak_memory_stats(ws.device)
     method = methods.get(cell.method)(**cell.param_dict)
     data = train_data(cell, ws, method.uses_vae, log_metric)
     supply = data.vae if isinstance(data.vae, VAESupply) else None
@@ -223,4 +227,5 @@ def run_cell(
         test_fingerprint=hashlib.sha256(x_test.tobytes()).hexdigest()[:16],
         artifacts=artifacts,
         predictions=predictions,
+        cuda_peak_mb=torch.cuda.max_memory_allocated(ws.device) / 2**20 if on_cuda else None,
     )
