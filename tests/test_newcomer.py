@@ -63,6 +63,22 @@ def test_cheapest_cells_run_first_and_a_long_plan_suggests_a_cheaper_command() -
     assert len(plan.vaes) == 3 and all(plan.seconds[c.key] > 60 for c in vae_cells)
 
 
+def test_cells_that_resume_from_a_checkpoint_run_first() -> None:
+    cells = grid.build_grid(["m2", "pixel-svm"], ["mnist"], [100], [0, 1])
+    cells = grid.with_fingerprints(cells, {"mnist": "x"})
+    half = {c.key: 0.5 for c in cells if c.method == "m2" and c.seed == 1}
+    plan = make_plan(
+        cells,
+        cells,
+        0,
+        lambda cell, config: False,
+        pd.DataFrame(),
+        share_done=lambda cell: half.get(cell.key, 0.0),
+    )
+    assert [(c.method, c.seed) for c in plan.pending][0] == ("m2", 1) and plan.resumed == 1
+    assert [c.method for c in plan.pending][1:] == ["pixel-svm", "pixel-svm", "m2"]
+
+
 def test_the_plan_finds_a_cached_convolutional_vae_under_the_key_it_was_cached_with() -> None:
     """A conv VAE is cached under its image shape, which the method takes from the data: the
     plan asked the cache without it, so it counted every cached conv VAE as one to train."""

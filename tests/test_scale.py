@@ -256,3 +256,22 @@ def test_a_worker_whose_trial_was_handed_on_mid_cell_ends_cleanly() -> None:
     assert queue.run(trial, stalled) == optuna.trial.TrialState.FAIL
     assert ran == ["cell"]
     assert "mlflow_run_id" not in queue.study.trials[0].user_attrs
+
+
+def test_the_queue_follows_the_plan_order_and_keeps_it_without_churn() -> None:
+    """An interrupted cell (with a checkpoint) once waited behind every cell never started:
+    the queue kept the first launch's order. It now follows each launch's plan."""
+    from benchmark.study import grid
+    from benchmark.workqueue.queue import CellQueue
+
+    a, b, c = grid.build_grid(["pixel-svm"], ["mnist"], [20, 40, 60], [0])
+    queue = CellQueue.create(optuna.storages.InMemoryStorage(), "memory", "grid", [a, b, c])
+    queue.enqueue([a, b, c], force=False)
+    queue.enqueue([a, b, c], force=False)  # the same order again: nothing retired or added
+    assert len(queue.study.trials) == 3
+
+    queue.enqueue([c, a, b], force=False)  # c resumes now: it goes first
+    popped = [queue.pop() for _ in range(3)]
+    assert [t.user_attrs["cell_key"] for t in popped] == [c.key, a.key, b.key]
+    states = Counter(t.state.name for t in queue.study.trials)
+    assert states == {"FAIL": 3, "RUNNING": 3}

@@ -3,7 +3,8 @@
 Estimates come from each method's cost model (`Method.estimated_seconds`, calibrated on the
 reference 2-core CPU) and the VAE's (`methods.base.vae_seconds`); when the tracking store holds
 earlier FINISHED runs, each method's estimate is scaled by how long its runs really took here.
-The plan also fixes the order: cheapest cells first, so an interrupted study has its baselines.
+The plan also fixes the order: cells that resume from a checkpoint first (their training is
+half paid for), then the cheapest, so an interrupted study has its baselines.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ def make_plan(
     device: str = "cpu",
     share_done: Callable[[Cell], float] = lambda cell: 0.0,
 ) -> Plan:
-    """Order the pending cells cheapest first and estimate each one's time, calibrated by the
+    """Order the pending cells (resumed ones, then cheapest first) and estimate each one's time,
+    calibrated by the
     earlier runs (`history`) of this `machine`, else of the same `device` type.
 
     `cached(dataset, seed, config) -> bool` says whether a VAE is already in the cache;
@@ -231,7 +233,8 @@ def make_plan(
         c.key: own_seconds(c, _n_train(c, sizes)) * factors.get(c.method, 1.0) * (1.0 - done[c.key])
         for c in pending
     }
-    order = sorted(pending, key=lambda c: own[c.key])  # stable: keeps the (dataset, seed) mix
+    # stable: keeps the (dataset, seed) mix
+    order = sorted(pending, key=lambda c: (done[c.key] == 0, own[c.key]))
     seconds, vaes, seen = dict(own), [], set()
     for cell in order:
         config = _vae_config(cell)

@@ -126,25 +126,33 @@ class CellQueue:
         return self.study.get_trials(deepcopy=False, states=states or None)
 
     def enqueue(self, pending: list[Cell], force: bool) -> None:
-        """Queue the pending cells that are not already queued or running. The caller holds the
-        queue lock, so launchers started together queue each cell once.
+        """Queue the pending cells that are not running, in `pending`'s order (workers pop the
+        oldest waiting trial first). The caller holds the queue lock, so launchers started
+        together queue each cell once.
 
-        A cell still queued by an earlier launch carries that launch's code version, which would
-        stamp the run (and name its checkpoint folder) with code that did not produce it: such a
-        trial is retired (FAIL) and the cell queued afresh with today's."""
+        Trials still waiting from an earlier launch keep their place when that order holds.
+        Otherwise (a cell interrupted since then now resumes first, or a trial carries an
+        earlier launch's code version, which would stamp the run and name its checkpoint folder
+        with code that did not produce it) they are retired (FAIL) and queued afresh."""
         trials = self.trials(TrialState.WAITING, TrialState.RUNNING)
         running = {t.user_attrs.get("cell_key") for t in trials if t.state == TrialState.RUNNING}
-        waiting = {t.user_attrs.get("cell_key"): t for t in trials if t.state == TrialState.WAITING}
-        for cell in pending:
-            queued = waiting.get(cell.key)
-            if queued is not None and queued.user_attrs.get("cell") != cell.to_json():
-                self.storage.set_trial_state_values(self.trial_id(queued.number), TrialState.FAIL)
-                queued = None
-            if cell.key not in running and queued is None:
-                attrs = {"cell": cell.to_json(), "cell_key": cell.key, "force": force}
-                self.study.enqueue_trial(
-                    identity(cell), user_attrs={**attrs, "settings": cell.settings}
-                )
+        waiting = sorted(
+            (t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number
+        )
+        wanted = [c for c in pending if c.key not in running]
+        keys = {c.key for c in wanted}
+        queued = [t for t in waiting if t.user_attrs.get("cell_key") in keys]  # in pop order
+        head = [c.to_json() for c in wanted[: len(queued)]]
+        if [t.user_attrs.get("cell") for t in queued] == head:
+            wanted = wanted[len(queued) :]
+        else:
+            for trial in queued:
+                self.storage.set_trial_state_values(self.trial_id(trial.number), TrialState.FAIL)
+        for cell in wanted:
+            attrs = {"cell": cell.to_json(), "cell_key": cell.key, "force": force}
+            self.study.enqueue_trial(
+                identity(cell), user_attrs={**attrs, "settings": cell.settings}
+            )
 
     def pop(self) -> optuna.Trial | None:
         """The next queued trial, now RUNNING and ours alone; None when none is queued."""
