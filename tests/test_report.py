@@ -110,6 +110,31 @@ def test_ranking_over_blocks_with_friedman_and_the_caveat() -> None:
     assert rank.nemenyi.loc["vae-rbf-svm", "vae-gmm"] < 0.05
 
 
+def test_the_ranking_keeps_its_blocks_when_a_method_covers_few() -> None:
+    """One method run on MNIST only, another on Fashion-MNIST plus MNIST at 100 labels: the
+    blocks every ranked method shared fell to one, and the ranking and its plot vanished."""
+    rows = []
+    for dataset in ("mnist", "fashion-mnist"):
+        for i, budget in enumerate((100, 600, 1000, 3000)):
+            scores = {"pixel-svm": BASE, "vae-rbf-svm": [b + 3 for b in BASE]}
+            scores["vae-gmm"] = [b - 3 for b in BASE]
+            if dataset == "mnist":
+                scores["ladder-conv-supervised"] = [b + 5 for b in BASE]
+            if dataset == "fashion-mnist" or budget == 100:
+                scores["ladder"] = [b + 6 for b in BASE]
+            rows += runs({m: [v + i for v in s] for m, s in scores.items()}, dataset, budget)
+    rank = stats.ranking(summarize(pd.DataFrame(rows)))
+    assert rank is not None and rank.blocks == 8
+    assert list(rank.ranks.index) == ["vae-rbf-svm", "pixel-svm", "vae-gmm"]
+
+
+def test_a_one_seed_run_does_not_take_the_bold_from_its_column() -> None:
+    rows = runs({"pixel-svm": BASE, "vae-rbf-svm": [b + 3 for b in BASE], "m2": [99.0]})
+    table = summarize(pd.DataFrame(rows)).set_index("method")
+    assert bool(table.loc["vae-rbf-svm", "top"]) and not bool(table.loc["pixel-svm", "top"])
+    assert "**" in markdown(table.reset_index())
+
+
 def test_published_verdict_uses_our_interval() -> None:
     assert stats.published_verdict(70.0, 69.0, 71.0) == "consistent"
     assert stats.published_verdict(75.0, 69.0, 71.0) == "below"

@@ -25,7 +25,7 @@ def _interval(low: float, high: float) -> str:
     return "" if pd.isna(low) else f" ({low:.1f}–{high:.1f})"
 
 
-BOLD_MIN_SEEDS = 3  # fewer seeds never make a bold cell
+BOLD_MIN_SEEDS = stats.MIN_SEEDS_TO_LEAD  # fewer seeds never make a bold cell
 
 
 def _accuracy_cell(row: pd.Series, usual: int) -> str:
