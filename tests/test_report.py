@@ -9,7 +9,7 @@ from conftest import archive_row
 from scipy import stats as sst
 
 from benchmark.reports import stats
-from benchmark.reports.markdown import markdown
+from benchmark.reports.markdown import markdown, readme_block
 from benchmark.reports.tables import tables
 
 
@@ -133,6 +133,20 @@ def test_a_one_seed_run_does_not_take_the_bold_from_its_column() -> None:
     table = summarize(pd.DataFrame(rows)).set_index("method")
     assert bool(table.loc["vae-rbf-svm", "top"]) and not bool(table.loc["pixel-svm", "top"])
     assert "**" in markdown(table.reset_index())
+
+
+def test_cells_run_on_a_gpu_or_with_other_libraries_are_marked() -> None:
+    rows = runs({"pixel-svm": BASE})
+    rows += [archive_row("m2", 0, 80.0, device="cuda", libraries="torch=2.11.0")]
+    rows += [archive_row("m2", 1, 81.0)]
+    text = markdown(summarize(pd.DataFrame(rows)))
+    assert (
+        "80.5 (74.1–86.9) (2 seeds) † ‡" in text
+        and "\n‡: some seeds of this cell ran on a CUDA GPU" in text
+    )
+    assert "| pixel-svm | **71.0 (69.0–73.0)** |" in text  # CPU runs, pinned libraries: no mark
+    block = readme_block(summarize(pd.DataFrame(rows)), "results")
+    assert "† ‡ |" in block and "\n‡: some seeds" in block and "\n†: the seeds" in block
 
 
 def test_published_verdict_uses_our_interval() -> None:

@@ -34,6 +34,8 @@ def _accuracy_cell(row: pd.Series, usual: int) -> str:
         text += f" ({int(row['n'])} seed{'s' if row['n'] > 1 else ''})"
     if row.get("mixed_libraries") is True:
         text += " †"
+    if row.get("on_gpu") is True:
+        text += " ‡"
     return f"**{text}**" if row["top"] and row["n"] >= BOLD_MIN_SEEDS else text
 
 
@@ -128,6 +130,8 @@ def markdown(
     parts.append(FOOTNOTE.format(baseline=baseline))
     if summary.get("mixed_libraries", pd.Series(dtype=bool)).any():
         parts.append(MIXED_NOTE)
+    if summary.get("on_gpu", pd.Series(dtype=bool)).any():
+        parts.append(GPU_NOTE)
     if rank is not None:
         parts.append(ranking_markdown(rank))
     return "\n".join(parts)
@@ -144,6 +148,10 @@ FOOTNOTE = (
 MIXED_NOTE = (
     "\n†: the seeds of this cell ran with different library versions (the `libraries` column"
     " of the run archive says which)."
+)
+GPU_NOTE = (
+    "\n‡: some seeds of this cell ran on a CUDA GPU: another device's arithmetic, and the"
+    " libraries that machine had (the `device` and `libraries` columns of the run archive)."
 )
 
 
@@ -182,6 +190,9 @@ def readme_block(
         + (f"; other settings: [{rel}/variants.md]({rel}/variants.md)" if variants else "")
         + ".\n"
     )
+    for column, note in (("mixed_libraries", MIXED_NOTE), ("on_gpu", GPU_NOTE)):
+        if summary.get(column, pd.Series(dtype=bool)).any():
+            lines.append(note.lstrip("\n") + "\n")
     lines.append(f"![accuracy against labels]({rel}/accuracy_vs_labels.png)")
     return "\n".join(lines).replace("\n## ", "\n### ").replace("## ", "### ", 1)
 

@@ -103,6 +103,7 @@ def summarize(rows: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> pd.DataFr
     extra = rows.groupby(["row", "dataset", "n_labels"]).agg(
         macro_f1_mean=("macro_f1", "mean"),
         mixed_libraries=("libraries", lambda v: v.nunique() > 1),
+        on_gpu=("device", lambda v: bool((v.astype(str) == "cuda").any())),
         seconds_mean=("wall_seconds", "mean"),
     )
     table = table.join(extra, on=["method", "dataset", "n_labels"])
