@@ -275,3 +275,25 @@ def test_the_queue_follows_the_plan_order_and_keeps_it_without_churn() -> None:
     assert [t.user_attrs["cell_key"] for t in popped] == [c.key, a.key, b.key]
     states = Counter(t.state.name for t in queue.study.trials)
     assert states == {"FAIL": 3, "RUNNING": 3}
+
+
+def test_saving_a_view_two_launchers_race_for_is_tried_again() -> None:
+    """CI caught it: two machines started together both inserted the shared view's tag, and
+    the MLflow server on PostgreSQL refused the second (UniqueViolation): that launcher died."""
+    from types import SimpleNamespace
+
+    from mlflow.exceptions import MlflowException
+
+    from benchmark.tracking import views
+
+    calls: list[str] = []
+
+    def set_experiment_tag(experiment_id: str, key: str, value: str) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise MlflowException("duplicate key value violates unique constraint")
+
+    client = SimpleNamespace(set_experiment_tag=set_experiment_tag)
+    tracker = SimpleNamespace(client=client, experiment_id="1", uri="sqlite:///x.db")
+    link = views.save(tracker, "cells", "All cells", "tags.kind = 'cell'")
+    assert calls == ["mlflow.sharedViewState.cells"] * 2 and "viewStateShareKey=cells" in link
