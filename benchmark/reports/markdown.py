@@ -128,10 +128,7 @@ def markdown(
     for _, part in summary.groupby("dataset"):
         parts += _dataset_section(part, baseline)
     parts.append(FOOTNOTE.format(baseline=baseline))
-    if summary.get("mixed_libraries", pd.Series(dtype=bool)).any():
-        parts.append(MIXED_NOTE)
-    if summary.get("on_gpu", pd.Series(dtype=bool)).any():
-        parts.append(GPU_NOTE)
+    parts += marks_notes(summary)
     if rank is not None:
         parts.append(ranking_markdown(rank))
     return "\n".join(parts)
@@ -153,6 +150,12 @@ GPU_NOTE = (
     "\n‡: some seeds of this cell ran on a CUDA GPU: another device's arithmetic, and the"
     " libraries that machine had (the `device` and `libraries` columns of the run archive)."
 )
+
+
+def marks_notes(summary: pd.DataFrame) -> list[str]:
+    """The notes of the marks (†, ‡) that some cell of the table carries."""
+    notes = (("mixed_libraries", MIXED_NOTE), ("on_gpu", GPU_NOTE))
+    return [note for column, note in notes if summary.get(column, pd.Series(dtype=bool)).any()]
 
 
 def ranking_markdown(rank: stats.Ranking) -> str:
@@ -190,9 +193,7 @@ def readme_block(
         + (f"; other settings: [{rel}/variants.md]({rel}/variants.md)" if variants else "")
         + ".\n"
     )
-    for column, note in (("mixed_libraries", MIXED_NOTE), ("on_gpu", GPU_NOTE)):
-        if summary.get(column, pd.Series(dtype=bool)).any():
-            lines.append(note.lstrip("\n") + "\n")
+    lines += [note.lstrip("\n") + "\n" for note in marks_notes(summary)]
     lines.append(f"![accuracy against labels]({rel}/accuracy_vs_labels.png)")
     return "\n".join(lines).replace("\n## ", "\n### ").replace("## ", "### ", 1)
 

@@ -219,8 +219,7 @@ def make_plan(
     share_done: Callable[[Cell], float] = lambda cell: 0.0,
 ) -> Plan:
     """Order the pending cells (resumed ones, then cheapest first) and estimate each one's time,
-    calibrated by the
-    earlier runs (`history`) of this `machine`, else of the same `device` type.
+    calibrated by the earlier runs (`history`) of this `machine`, else of the same `device` type.
 
     `cached(dataset, seed, config) -> bool` says whether a VAE is already in the cache;
     `share_done(cell)` how much of a cell's training an interrupted run left in checkpoints,
