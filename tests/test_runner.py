@@ -555,6 +555,36 @@ def test_a_dataset_two_workers_log_at_once_is_recorded_once_not_failed(
         tracker.log_datasets(run, [("mnist-test", "def", "/data", "evaluation")])
 
 
+def test_a_run_that_ended_is_marked_so_even_when_the_store_is_busy(
+    stores: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sixteen GPU workers stopped at once left runs RUNNING: marking them KILLED met an
+    SQLite store locked past its timeout. `finish` tries again; other errors surface."""
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(stores["--tracking-uri"], "ssl-vae-benchmark")
+    run = tracker.start_run("cell", {})
+    real, calls = tracker.client.set_terminated, []
+
+    def locked_once(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.OperationalError) database is locked")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr("benchmark.tracking.client.time.sleep", lambda s: None)
+    monkeypatch.setattr(tracker.client, "set_terminated", locked_once)
+    tracker.finish(run, "KILLED")
+    assert len(calls) == 2 and tracker.status(run) == "KILLED"
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise MlflowException("permission denied")
+
+    monkeypatch.setattr(tracker.client, "set_terminated", refused)
+    with pytest.raises(MlflowException, match="permission denied"):
+        tracker.finish(run)
+
+
 def test_a_store_call_is_retried_a_bounded_number_of_times_then_explained() -> None:
     """The one retry rule of the MLflow client: a call that keeps failing is tried
     OPEN_ATTEMPTS times and then raised as the caller's explanation; an error the caller does

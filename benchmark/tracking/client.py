@@ -57,6 +57,12 @@ def lost_insert_race(error: Exception) -> bool:
     return "unique constraint" in str(error).lower()
 
 
+def store_busy(error: Exception) -> bool:
+    """An SQLite store stayed locked past its timeout: many workers wrote at once (all of
+    them marking their runs KILLED when a grid is stopped, say); the next try gets through."""
+    return "database is locked" in str(error).lower()
+
+
 def literal(value: object) -> str:
     """A value as a quoted literal of MLflow's search syntax (quotes in it are dropped)."""
     return "'" + str(value).replace("'", "") + "'"
@@ -250,7 +256,9 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path=folder)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        """Mark the run terminated; a busy SQLite store is tried again rather than leaving
+        a run that ended marked RUNNING."""
+        retried(lambda: self.client.set_terminated(run_id, status=status), retry_on=store_busy)
 
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
