@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
 import torch
 
 from benchmark.errors import UsageError
@@ -25,3 +29,21 @@ def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
+
+
+def mps_running(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether a CUDA MPS control daemon listens where this process's CUDA would look."""
+    pipes = Path(env.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+    return (pipes / "control").exists()
+
+
+def sharing_hint(device: torch.device, workers: int, env: Mapping[str, str] = os.environ) -> str:
+    """A line for `run` when several workers will share one GPU without the MPS daemon,
+    which lets their small kernels run side by side instead of taking turns; else ''."""
+    if device.type != "cuda" or workers < 2 or mps_running(env):
+        return ""
+    return (
+        f"{workers} workers share one GPU by taking turns: start the CUDA MPS daemon first"
+        " (nvidia-cuda-mps-control -d) to run their kernels side by side (about 2x the"
+        " cells an hour on an H200; docs/findings/2026-12-04-night.md)."
+    )

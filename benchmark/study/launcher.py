@@ -12,7 +12,7 @@ import pandas as pd
 import methods
 from benchmark import options, provenance, runtime
 from benchmark.data import datasets, preflight
-from benchmark.devices import resolve_device
+from benchmark.devices import resolve_device, sharing_hint
 from benchmark.options import DEFAULT_STORAGE, sqlite_path
 from benchmark.reports import archive
 from benchmark.study import grid
@@ -119,6 +119,8 @@ def launch_tracked(
         return [], cells
     threads, denormals = runtime.choose_threads(args.workers), runtime.cpu_numerics()
     print(f"Threads: {threads}; subnormal floats {denormals}.", flush=True)
+    if hint := sharing_hint(device, args.workers):
+        print(hint, flush=True)
     tracker = Tracker(args.tracking_uri, args.experiment)
     close_dead_launchers(tracker)
     command = command_text(sys.argv[1:] or [kind])
