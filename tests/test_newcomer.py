@@ -328,6 +328,12 @@ def test_the_cost_table_checks_each_cell_against_a_plan_made_without_it() -> Non
     assert table.at["sdgm-supervised", "plan_ratio"] == pytest.approx(3.0 / 2.0)  # its twin's
     assert table.at["adgm-supervised", "plan_ratio"] == pytest.approx(2.0 / 3.0)
 
+    # cells that ran on a GPU get a row of their own, not a share of the CPU's median
+    gpu = pd.DataFrame([{**row("pixel-svm", 1, 0.1, "C"), "device": "cuda"}])
+    table = cost_table(pd.concat([rows, gpu], ignore_index=True)).set_index("method")
+    assert table.at["pixel-svm", "cells"] == 4 and table.at["pixel-svm (GPU)", "cells"] == 1
+    assert table.at["pixel-svm (GPU)", "measured_median_s"] == pytest.approx(0.1 * built_in)
+
 
 def methods_defaults(name: str) -> dict:
     import methods

@@ -77,7 +77,7 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     )
     rows = rows.assign(planned=held_out_plan(rows))
     rows = rows.assign(close=(rows["measured"] / rows["planned"]).between(0.75, 1.0 / 0.75))
-    table = rows.groupby("method").agg(
+    table = rows.groupby(row_label(rows)).agg(
         cells=("measured", "size"),
         measured_median_s=("measured", "median"),
         estimated_median_s=("estimated", "median"),
@@ -88,7 +88,15 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     )
     table["ratio"] = table["measured_total_s"] / table["estimated_total_s"]
     table["plan_ratio"] = table["measured_total_s"] / table["planned_total_s"]
+    table.index.name = "method"
     return table.reset_index().sort_values("measured_total_s", ignore_index=True)
+
+
+def row_label(rows: pd.DataFrame) -> pd.Series:
+    """The table's row of each cell: its method, and a row of its own for the cells that ran
+    on a GPU (seconds 30x apart would make one median of both meaningless)."""
+    device = rows.get("device", pd.Series("", index=rows.index)).fillna("").astype(str)
+    return rows["method"] + device.map(lambda d: " (GPU)" if d.startswith("cuda") else "")
 
 
 def vae_costs(rows: pd.DataFrame) -> tuple[int, float, float]:
