@@ -204,8 +204,15 @@ def test_the_winner_of_a_budget_is_named_with_its_paired_margin() -> None:
     better = [b + 2.0 + e for b, e in zip(BASE, [0.1, -0.1, 0.2, 0.0, -0.2])]
     rows = pd.DataFrame(runs({"pixel-svm": BASE, "vae-rbf-svm": better, "m2": [99.0]}))
     (line,) = winners(rows)
-    assert line.startswith("mnist, 100 labels: `vae-rbf-svm` wins with 73.0 %, +2.0 points over")
-    assert "`pixel-svm`" in line and "5/0/0" in line  # m2's one seed cannot win
+    assert line.startswith("mnist, 100 labels: `vae-rbf-svm` wins with 73.0 % on the 5 seeds")
+    assert "+2.0 points over `pixel-svm`" in line and "5/0/0" in line  # one seed cannot win
+
+    # a method with three seeds (the minimum) competes, on the three seeds all have
+    best = [b + 5.0 for b in BASE[:3]]
+    rows = pd.DataFrame(runs({"pixel-svm": BASE, "vae-rbf-svm": better, "m2": best}))
+    (line,) = winners(rows)
+    assert line.startswith("mnist, 100 labels: `m2` wins with")
+    assert "on the 3 seeds" in line and "over `vae-rbf-svm`" in line and "3/0/0" in line
 
 
 def test_the_critical_difference_diagram_is_the_same_picture_in_every_process(tmp_path) -> None:

@@ -224,31 +224,30 @@ def _write_plots(summary, rank, results_dir: Path, baseline: str) -> None:
 
 
 def winners(rows: pd.DataFrame, min_seeds: int = BOLD_MIN_SEEDS) -> list[str]:
-    """Per dataset and budget, one sentence: the method with the best mean (today's defaults,
-    on the seeds every compared method ran, `min_seeds` or more) and its paired difference to
-    the runner-up."""
+    """Per dataset and budget, one sentence: the method with the best mean (today's defaults)
+    among those with `min_seeds` seeds or more, ranked on the seeds they all ran (a 3-seed
+    method is compared with 5-seed ones on its 3), and its paired difference to the
+    runner-up on the seeds the two share."""
     defaults, _ = split_rows(rows)
     defaults = latest_per_cell(defaults)
     lines = []
     for (dataset, budget), block in defaults.groupby(["dataset", "n_labels"]):
         scores = {m: g.set_index("seed")["accuracy"] for m, g in block.groupby("method")}
-        most = max(len(s) for s in scores.values())
-        common = set.intersection(*(set(s.index) for s in scores.values() if len(s) == most))
-        ranked = sorted(
-            (m for m, s in scores.items() if common <= set(s.index)),
-            key=lambda m: scores[m][sorted(common)].mean(),
-            reverse=True,
-        )
-        if len(ranked) < 2 or len(common) < min_seeds:
+        scores = {m: s for m, s in scores.items() if len(s) >= min_seeds}
+        if len(scores) < 2:
             continue
+        common = sorted(set.intersection(*(set(s.index) for s in scores.values())))
+        if len(common) < min_seeds:
+            continue
+        ranked = sorted(scores, key=lambda m: scores[m][common].mean(), reverse=True)
         best, second = ranked[:2]
         p = stats.paired(scores[best], scores[second])
         interval = "" if pd.isna(p.low) else f" (95 % interval {p.low:+.1f} to {p.high:+.1f})"
         p_text = "" if pd.isna(p.p_value) else f", paired t-test p = {p.p_value:.2g}"
         lines.append(
             f"{dataset}, {int(budget)} labels: `{best}` wins with"
-            f" {scores[best][sorted(common)].mean():.1f} %,"
-            f" {p.diff:+.1f} points over `{second}`{interval}{p_text},"
+            f" {scores[best][common].mean():.1f} % on the {len(common)} seeds every method"
+            f" compared ran, {p.diff:+.1f} points over `{second}`{interval}{p_text},"
             f" {p.wins}/{p.ties}/{p.losses} wins/ties/losses over {p.n} seeds."
         )
     return lines
