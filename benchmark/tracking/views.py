@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 from mlflow.exceptions import MlflowException
 
+from benchmark.tracking.client import retried
+
 ALL_CELLS = "cells"  # the view the README links to: every cell of the experiment
 UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
 COLUMNS = [
@@ -78,23 +80,19 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-def save(tracker: Any, key: str, name: str, search_filter: str, attempts: int = 3) -> str:
+def save(tracker: Any, key: str, name: str, search_filter: str) -> str:
     """Save (or refresh) a view on the tracker's experiment; its link.
 
     Launchers started together save the shared view at once, and an MLflow server on
     PostgreSQL then refuses the second insert of the tag (a unique-key race inside its
     select-then-insert): the other's insert won, so trying again updates the row."""
     tag = f"mlflow.sharedViewState.{key}"
-    for attempt in range(attempts):
-        try:
-            tracker.client.set_experiment_tag(
-                tracker.experiment_id, tag, envelope(name, search_filter)
-            )
-            break
-        except MlflowException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    retried(
+        lambda: tracker.client.set_experiment_tag(
+            tracker.experiment_id, tag, envelope(name, search_filter)
+        ),
+        retry_on=lambda error: isinstance(error, MlflowException),
+    )
     return view_url(tracker.uri, tracker.experiment_id, key)
 
 
