@@ -59,7 +59,7 @@ class VAESource:
     ) -> None:
         self.fingerprint, self.seed, self.device = fingerprint, seed, device
         self.cache, self.progress = cache, progress
-        self.x = torch.from_numpy(x).to(device)
+        self.x = torch.tensor(x, device=device)  # a copy: the caller's array is read-only
         rng = np.random.default_rng([seed, MONITOR_STREAM])
         rows = np.sort(rng.choice(len(x), size=min(MONITOR_IMAGES, len(x)), replace=False))
         self.monitor_x = self.x[torch.from_numpy(rows).to(device)]
