@@ -276,6 +276,27 @@ def test_the_plan_calibrates_with_this_machines_runs_first(tiny_data: Path) -> N
     assert calibrate(rows, "C", "cuda")[0] == {}
 
 
+def test_a_method_never_timed_here_takes_other_machines_pace_rescaled() -> None:
+    """A new machine that has timed only the baselines still plans the Ladder from its runs
+    elsewhere, scaled by how much slower this machine ran the methods both timed."""
+    from conftest import archive_row
+
+    from benchmark.study.plan import calibrate
+
+    rows = pd.DataFrame(
+        [
+            archive_row("pixel-svm", 0, 70.0, wall_seconds=30.0, machine="A"),
+            archive_row("pixel-svm", 0, 70.0, wall_seconds=10.0, machine="B"),
+            archive_row("supervised-mlp", 0, 70.0, wall_seconds=500.0, machine="B"),
+        ]
+    )
+    on_a, where = calibrate(rows, "A", "cpu")
+    on_b, _ = calibrate(rows, "B", "cpu")
+    assert on_a["supervised-mlp"] == pytest.approx(3 * on_b["supervised-mlp"])
+    assert "1 method(s) on this machine; 1 more from other cpu machines" in where
+    assert "supervised-mlp" not in calibrate(rows, "A", "cuda")[0]
+
+
 def test_a_method_never_timed_takes_its_twins_calibration() -> None:
     """sdgm-supervised does adgm-supervised's work (same cost model, same defaults): once the
     latter has run, the former is planned at its measured pace too, and no one else is."""

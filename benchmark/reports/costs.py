@@ -46,19 +46,25 @@ def measured_seconds(rows: pd.DataFrame) -> pd.Series:
 def held_out_plan(rows: pd.DataFrame) -> pd.Series:
     """What the calibrated plan would have said of each cell had the cell not run yet: its
     built-in estimate times the median measured/estimated ratio of the other cells of its
-    method on its machine (a twin's, or 1, when there are none), as `plan.calibrate` does.
-    A cell never calibrates itself, so this is an honest check of the plan."""
-    from benchmark.study.plan import clip_factor, with_twins
+    method on its machine (else its cells on other machines of the kind, at this machine's
+    pace; else a twin's; else 1), as `plan.calibrate` does. A cell never calibrates itself,
+    so this is an honest check of the plan."""
+    from benchmark.study.plan import borrowed, clip_factor, with_twins
 
     ratio = rows["measured"] / rows["estimated"]
     ratio = ratio.where((rows["measured"] > 0) & (rows["estimated"] > 0))
     machine = rows.get("machine", pd.Series("", index=rows.index)).fillna("")
+    device = rows.get("device", pd.Series("", index=rows.index)).fillna("").astype(str)
+    kind = device.str.split(":").str[0]
     planned = pd.Series(float("nan"), index=rows.index)
     for _, here in rows.groupby(machine):
         medians = ratio[here.index].groupby(here["method"]).median().dropna()
+        elsewhere_rows = (machine != machine[here.index[0]]) & (kind == kind[here.index[0]])
+        elsewhere = ratio[elsewhere_rows].groupby(rows.loc[elsewhere_rows, "method"]).median()
+        lent = {m: clip_factor(float(r)) for m, r in elsewhere.dropna().items()}
         for method, cells in here.groupby("method"):
             others = {m: clip_factor(float(r)) for m, r in medians.items() if m != method}
-            alone = with_twins(others).get(method, 1.0)
+            alone = with_twins(borrowed(others, lent) if lent else others).get(method, 1.0)
             for idx in cells.index:
                 rest = ratio[cells.index.drop(idx)].dropna()
                 factor = clip_factor(float(rest.median())) if len(rest) else alone
@@ -122,7 +128,8 @@ def costs_markdown(table: pd.DataFrame, vaes: tuple[int, float, float], machines
         " measured = the cell's wall time less the VAE training it did. *Built-in* is the"
         " method's cost model alone; *plan* is what `run` would have planned for each cell"
         " before it ran: the built-in model calibrated by the other cells of the method on the"
-        " same machine (the cell itself held out). A ratio within 0.75–1.33 is right to"
+        " same machine (the cell itself held out; with none there, by its cells on other"
+        " machines of the kind, at this machine's pace). A ratio within 0.75–1.33 is right to"
         " ±25 %; the last column counts the cells planned that well. A cell resumed from a"
         " checkpoint is left out: its run timed only what was left. Measured on:"
         f" {', '.join(machines) or 'unknown machines'}.\n",

@@ -142,19 +142,39 @@ def own_seconds(cell: Cell, n_train: int) -> float:
     return cls.estimated_seconds(cell.n_labels, n_train, cell.param_dict, n_classes)
 
 
-def _comparable(history: pd.DataFrame, machine: str, device: str) -> tuple[pd.DataFrame, str]:
-    """The earlier runs whose seconds say something about this machine: its own, else those
-    on the same kind of device; and where they come from, in words."""
+def _comparable(
+    history: pd.DataFrame, machine: str, device: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The earlier runs whose seconds say something about this machine: its own, and those of
+    other machines with the same kind of device."""
     if history.empty or "wall_seconds" not in history:
-        return history.iloc[:0], ""
+        return history.iloc[:0], history.iloc[:0]
     from benchmark.reports.costs import timed_whole
 
     timed = timed_whole(history[history["wall_seconds"] > 0])
-    own = timed[timed.get("machine", pd.Series("", index=timed.index)) == machine]
-    if not own.empty:
-        return own, "this machine"
+    mine = timed.get("machine", pd.Series("", index=timed.index)) == machine
     kind = timed["device"].astype(str).str.split(":").str[0] == device
-    return timed[kind], f"other {device} machines"
+    return timed[mine], timed[~mine & kind]
+
+
+def _ratios(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The rows with their measured and estimated seconds, and each method's median ratio."""
+    from benchmark.reports import costs
+
+    rows = rows.assign(measured=costs.measured_seconds(rows))
+    rows = rows.assign(estimated=[costs.estimate(r) for r in rows.itertuples()])
+    rows = rows[(rows["estimated"] > 0) & (rows["measured"] > 0)]
+    ratios = (rows["measured"] / rows["estimated"]).groupby(rows["method"]).median()
+    return rows, {m: clip_factor(float(r)) for m, r in ratios.items()}
+
+
+def borrowed(own: dict[str, float], elsewhere: dict[str, float]) -> dict[str, float]:
+    """`own` factors, and for the methods never timed here the factors of other machines of
+    the same kind, scaled by this machine's pace: the median of own / elsewhere over the
+    methods timed in both places (1 when there are none)."""
+    common = [m for m in own if m in elsewhere]
+    pace = float(pd.Series([own[m] / elsewhere[m] for m in common]).median()) if common else 1.0
+    return {**{m: clip_factor(f * pace) for m, f in elsewhere.items()}, **own}
 
 
 def with_twins(factors: dict[str, float]) -> dict[str, float]:
@@ -188,21 +208,26 @@ def calibrate(
     "vae" for the VAE's, from earlier runs (archive rows: the store's and the archives')."""
     from benchmark.reports import costs
 
-    rows, where = _comparable(history, machine, device)
+    mine, others = _comparable(history, machine, device)
+    rows, where = (mine, "this machine") if not mine.empty else (others, f"other {device} machines")
     if rows.empty:
         return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
-    rows = rows.assign(measured=costs.measured_seconds(rows))
-    rows = rows.assign(estimated=[costs.estimate(r) for r in rows.itertuples()])
-    rows = rows[(rows["estimated"] > 0) & (rows["measured"] > 0)]
-    ratios = (rows["measured"] / rows["estimated"]).groupby(rows["method"]).median()
-    factors = with_twins({m: clip_factor(float(r)) for m, r in ratios.items()})
+    rows, own = _ratios(rows)
+    factors = own
+    lent = ""
+    if not mine.empty and not others.empty:  # methods never timed here: others' pace, rescaled
+        factors = borrowed(own, _ratios(others)[1])
+        if len(factors) > len(own):
+            lent = f"; {len(factors) - len(own)} more from other {device} machines at its pace"
+    factors = with_twins(factors)
     vaes, measured, estimated = costs.vae_costs(history.loc[rows.index])
     if vaes and estimated > 0:
         factors["vae"] = measured / estimated
     if not factors:
         return {}, "built-in cost model of a 2-core CPU; no earlier runs to calibrate with"
     return factors, (
-        f"cost model calibrated by {len(rows)} earlier run(s) of {len(ratios)} method(s) on {where}"
+        f"cost model calibrated by {len(rows)} earlier run(s) of {len(own)} method(s) on"
+        f" {where}{lent}"
     )
 
 
