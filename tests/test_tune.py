@@ -141,6 +141,7 @@ def test_tries_run_at_the_defaults_before_the_sampler_and_once(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "--try C=0.5: CV accuracy" in out and "--try C=8.0,gamma=0.01: CV accuracy" in out
+    assert out.count("fold 3/3: ") == 2 and "trial 1, fold 1/3: " in out  # a line a fold
     trials = _study(stores, "tune-vae-rbf-svm-fashion-mnist-30-seed0").trials
     defaults = methods.get("vae-rbf-svm").defaults  # gamma="scale": outside the search space
     ran = [

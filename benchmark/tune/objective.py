@@ -132,7 +132,7 @@ def cross_validate(
     task: CVTask, params: dict[str, Any], trial: optuna.Trial, log: MetricLogger
 ) -> list[float]:
     """Accuracy on each held-out fold of the labeled images, fitting on the other folds."""
-    accuracies = []
+    accuracies, start = [], time.perf_counter()
     for j, (fit_pos, held_pos) in enumerate(task.folds):
         torch.manual_seed(task.seed)  # safety net for methods that use torch's global RNG
         method = task.method(**params)
@@ -151,6 +151,12 @@ def cross_validate(
         predicted = np.asarray(method.predict(task.x[task.split.labeled[held_pos]]))
         accuracies.append(100 * float(np.mean(predicted == task.split.labels[held_pos])))
         log("fold_accuracy", accuracies[-1], j)
+        minutes = (time.perf_counter() - start) / 60
+        print(  # one line a fold: a fold of a long method takes minutes, and logs are files
+            f"[{time.strftime('%H:%M:%S')}] trial {trial.number}, fold {j + 1}/{len(task.folds)}:"
+            f" {accuracies[-1]:.2f} % held-out accuracy ({minutes:.0f} min into the trial)",
+            flush=True,
+        )
     return accuracies
 
 
