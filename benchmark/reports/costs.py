@@ -43,6 +43,19 @@ def measured_seconds(rows: pd.DataFrame) -> pd.Series:
     return (rows["wall_seconds"] - rows["vae_train_seconds"].fillna(0)).clip(lower=0)
 
 
+def with_seconds(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with each cell's measured seconds and its built-in model's estimate."""
+    return rows.assign(
+        measured=measured_seconds(rows), estimated=[estimate(r) for r in rows.itertuples()]
+    )
+
+
+def device_kind(rows: pd.DataFrame) -> pd.Series:
+    """Each row's kind of device ("cpu", "cuda"), without a device index."""
+    device = rows.get("device", pd.Series("", index=rows.index)).fillna("").astype(str)
+    return device.str.split(":").str[0]
+
+
 def held_out_plan(rows: pd.DataFrame) -> pd.Series:
     """What the calibrated plan would have said of each cell had the cell not run yet: its
     built-in estimate times the median measured/estimated ratio of the other cells of its
@@ -54,8 +67,7 @@ def held_out_plan(rows: pd.DataFrame) -> pd.Series:
     ratio = rows["measured"] / rows["estimated"]
     ratio = ratio.where((rows["measured"] > 0) & (rows["estimated"] > 0))
     machine = rows.get("machine", pd.Series("", index=rows.index)).fillna("")
-    device = rows.get("device", pd.Series("", index=rows.index)).fillna("").astype(str)
-    kind = device.str.split(":").str[0]
+    kind = device_kind(rows)
     planned = pd.Series(float("nan"), index=rows.index)
     for _, here in rows.groupby(machine):
         medians = ratio[here.index].groupby(here["method"]).median().dropna()
@@ -64,7 +76,7 @@ def held_out_plan(rows: pd.DataFrame) -> pd.Series:
         lent = {m: clip_factor(float(r)) for m, r in elsewhere.dropna().items()}
         for method, cells in here.groupby("method"):
             others = {m: clip_factor(float(r)) for m, r in medians.items() if m != method}
-            alone = with_twins(borrowed(others, lent) if lent else others).get(method, 1.0)
+            alone = with_twins(borrowed(others, lent)).get(method, 1.0)
             for idx in cells.index:
                 rest = ratio[cells.index.drop(idx)].dropna()
                 factor = clip_factor(float(rest.median())) if len(rest) else alone
@@ -77,10 +89,7 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     measured / estimated (1 = the built-in model is right here), and measured / what the
     calibrated plan would have said of each cell before it ran (`held_out_plan`). Cells
     resumed from a checkpoint are left out (`timed_whole`)."""
-    rows = timed_whole(rows)
-    rows = rows.assign(
-        measured=measured_seconds(rows), estimated=[estimate(r) for r in rows.itertuples()]
-    )
+    rows = with_seconds(timed_whole(rows))
     rows = rows.assign(planned=held_out_plan(rows))
     rows = rows.assign(close=(rows["measured"] / rows["planned"]).between(0.75, 1.0 / 0.75))
     table = rows.groupby(row_label(rows)).agg(

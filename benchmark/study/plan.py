@@ -149,20 +149,19 @@ def _comparable(
     other machines with the same kind of device."""
     if history.empty or "wall_seconds" not in history:
         return history.iloc[:0], history.iloc[:0]
-    from benchmark.reports.costs import timed_whole
+    from benchmark.reports.costs import device_kind, timed_whole
 
     timed = timed_whole(history[history["wall_seconds"] > 0])
     mine = timed.get("machine", pd.Series("", index=timed.index)) == machine
-    kind = timed["device"].astype(str).str.split(":").str[0] == device
+    kind = device_kind(timed) == device
     return timed[mine], timed[~mine & kind]
 
 
 def _ratios(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
     """The rows with their measured and estimated seconds, and each method's median ratio."""
-    from benchmark.reports import costs
+    from benchmark.reports.costs import with_seconds
 
-    rows = rows.assign(measured=costs.measured_seconds(rows))
-    rows = rows.assign(estimated=[costs.estimate(r) for r in rows.itertuples()])
+    rows = with_seconds(rows)
     rows = rows[(rows["estimated"] > 0) & (rows["measured"] > 0)]
     ratios = (rows["measured"] / rows["estimated"]).groupby(rows["method"]).median()
     return rows, {m: clip_factor(float(r)) for m, r in ratios.items()}
