@@ -25,4 +25,5 @@ class ADGMSupervised(ADGM):
     version = 1
     reference = None
     description = "The ADGM's networks trained on the labeled images alone"
-    defaults = {**ADGM.defaults, "model": "supervised"}
+    # the published step: the unlabeled bound that chose a larger one has no part here
+    defaults = {**ADGM.defaults, "model": "supervised", "lr": 3e-4}

@@ -24,4 +24,5 @@ class SDGMSupervised(SDGM):
     version = 1
     reference = None
     description = "The SDGM's networks trained on the labeled images alone"
-    defaults = {**SDGM.defaults, "model": "supervised"}
+    # the published step: the unlabeled bound that chose a larger one has no part here
+    defaults = {**SDGM.defaults, "model": "supervised", "lr": 3e-4}
