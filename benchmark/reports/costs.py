@@ -50,10 +50,19 @@ def with_seconds(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _text(rows: pd.DataFrame, column: str) -> pd.Series:
+    """A column as text, '' where the archive did not record it (older rows, older archives)."""
+    return rows.get(column, pd.Series("", index=rows.index)).fillna("").astype(str)
+
+
+def machine_of(rows: pd.DataFrame) -> pd.Series:
+    """Each row's machine."""
+    return _text(rows, "machine")
+
+
 def device_kind(rows: pd.DataFrame) -> pd.Series:
     """Each row's kind of device ("cpu", "cuda"), without a device index."""
-    device = rows.get("device", pd.Series("", index=rows.index)).fillna("").astype(str)
-    return device.str.split(":").str[0]
+    return _text(rows, "device").str.split(":").str[0]
 
 
 def held_out_plan(rows: pd.DataFrame) -> pd.Series:
@@ -66,7 +75,7 @@ def held_out_plan(rows: pd.DataFrame) -> pd.Series:
 
     ratio = rows["measured"] / rows["estimated"]
     ratio = ratio.where((rows["measured"] > 0) & (rows["estimated"] > 0))
-    machine = rows.get("machine", pd.Series("", index=rows.index)).fillna("")
+    machine = machine_of(rows)
     kind = device_kind(rows)
     planned = pd.Series(float("nan"), index=rows.index)
     for _, here in rows.groupby(machine):

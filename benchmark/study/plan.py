@@ -149,10 +149,10 @@ def _comparable(
     other machines with the same kind of device."""
     if history.empty or "wall_seconds" not in history:
         return history.iloc[:0], history.iloc[:0]
-    from benchmark.reports.costs import device_kind, timed_whole
+    from benchmark.reports.costs import device_kind, machine_of, timed_whole
 
     timed = timed_whole(history[history["wall_seconds"] > 0])
-    mine = timed.get("machine", pd.Series("", index=timed.index)) == machine
+    mine = machine_of(timed) == machine
     kind = device_kind(timed) == device
     return timed[mine], timed[~mine & kind]
 
