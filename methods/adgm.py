@@ -9,7 +9,7 @@ the classifier sees a draw of a as well as x. The model and its training live in
 
 from __future__ import annotations
 
-from methods._auxiliary import AuxiliaryMethod
+from methods._auxiliary import SUPERVISED_REFERENCE, AuxiliaryMethod
 
 
 class ADGM(AuxiliaryMethod):
@@ -25,5 +25,4 @@ class ADGMSupervised(ADGM):
     version = 1
     reference = None
     description = "The ADGM's networks trained on the labeled images alone"
-    # the published step: the unlabeled bound that chose a larger one has no part here
-    defaults = {**ADGM.defaults, "model": "supervised", "lr": 3e-4}
+    defaults = {**ADGM.defaults, **SUPERVISED_REFERENCE}

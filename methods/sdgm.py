@@ -8,7 +8,7 @@ model and its training live in `methods._auxiliary`, shared with `adgm`.
 
 from __future__ import annotations
 
-from methods._auxiliary import AuxiliaryMethod
+from methods._auxiliary import SUPERVISED_REFERENCE, AuxiliaryMethod
 
 
 class SDGM(AuxiliaryMethod):
@@ -24,5 +24,4 @@ class SDGMSupervised(SDGM):
     version = 1
     reference = None
     description = "The SDGM's networks trained on the labeled images alone"
-    # the published step: the unlabeled bound that chose a larger one has no part here
-    defaults = {**SDGM.defaults, "model": "supervised", "lr": 3e-4}
+    defaults = {**SDGM.defaults, **SUPERVISED_REFERENCE}
