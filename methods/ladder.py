@@ -69,7 +69,7 @@ class Ladder(Method):
     def search_space(cls, trial: Any) -> dict[str, Any]:
         return {
             "noise_std": trial.suggest_float("noise_std", 0.1, 0.5),
-            "lr": trial.suggest_float("lr", 5e-4, 5e-3, log=True),
+            "lr": trial.suggest_float("lr", 5e-4, 3e-2, log=True),  # 0.02: a public port
             "epochs": trial.suggest_int("epochs", 10, 150, log=True),
         }
 
