@@ -489,6 +489,33 @@ except KeyboardInterrupt:
 """
 
 
+def test_the_progress_counts_a_cell_once_and_not_while_it_is_retried() -> None:
+    """A stale trial is failed and queued again, and another launcher may queue a cell afresh:
+    the progress line of several workers must count each of its own cells once, when no trial
+    of it still runs or waits, and never a trial that had ended before it started."""
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    from benchmark.workqueue.workers import done_keys
+
+    def trial(number: int, key: str, state: TrialState) -> SimpleNamespace:
+        return SimpleNamespace(number=number, state=state, user_attrs={"cell_key": key})
+
+    trials = [
+        trial(0, "old", TrialState.COMPLETE),  # ended before this launcher started
+        trial(1, "a", TrialState.FAIL),  # stale, retried as trial 4
+        trial(2, "b", TrialState.COMPLETE),
+        trial(3, "b", TrialState.COMPLETE),  # twice: counted once
+        trial(4, "a", TrialState.RUNNING),
+        trial(5, "other", TrialState.COMPLETE),  # not a cell of this launcher
+    ]
+    wanted = {"old", "a", "b"}
+    assert done_keys(trials, {0}, wanted) == ["b"]
+    trials[4] = trial(4, "a", TrialState.COMPLETE)
+    assert done_keys(trials, {0}, wanted) == ["a", "b"]
+
+
 def test_a_sigterm_inside_a_finaliser_still_stops_the_worker_without_a_traceback() -> None:
     """Python cannot raise from a finaliser: it prints "Exception ignored ... Traceback ...
     KeyboardInterrupt" and carries on, so the worker neither stopped quietly nor at once

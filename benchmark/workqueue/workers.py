@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from benchmark import runtime
 from benchmark.devices import resolve_device
@@ -189,6 +189,22 @@ def run_workers(
         progress.close()
 
 
+_ENDED = (TrialState.COMPLETE, TrialState.FAIL)
+
+
+def done_keys(trials: list[FrozenTrial], before: set[int], wanted: set[str]) -> list[str]:
+    """The cells of `wanted` whose trial ended since the launcher started and that no trial
+    still runs or waits for: a stale trial that is retried, or a cell another launcher queued
+    afresh, is not done yet, and each cell counts once."""
+    active = {_key(t) for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+    ended = {_key(t) for t in trials if t.state in _ENDED and t.number not in before}
+    return sorted((ended - active) & wanted)
+
+
+def _key(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get("cell_key", ""))
+
+
 def _run_processes(
     options: RunOptions,
     name: str,
@@ -208,17 +224,12 @@ def _run_processes(
     finally:
         signal.signal(signal.SIGINT, default)
     queue = CellQueue(open_storage(options.storage), options.storage, name)
-    finished = (TrialState.COMPLETE, TrialState.FAIL)
-    before = {t.number for t in queue.trials(*finished)}
+    before = {t.number for t in queue.trials(*_ENDED)}
     seen_done = 0
     try:
         while any(p.is_alive() for p in procs):
             trials = queue.trials()
-            done = [
-                t.user_attrs.get("cell_key", "")
-                for t in trials
-                if t.state in finished and t.number not in before
-            ]
+            done = done_keys(trials, before, set(progress.estimates))
             running = [
                 Cell.from_json(t.user_attrs["cell"]).label
                 for t in trials
