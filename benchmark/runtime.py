@@ -26,6 +26,28 @@ def configure() -> None:
     warnings.filterwarnings(
         "ignore", message=r".* is experimental \(supported from|Argument ``\w+`` is an experimental"
     )
+    # a Ctrl-C, or the launcher stopping a worker, can land inside a store query: SQLAlchemy
+    # then fails to close the dead cursor and logs it with a traceback (seen in CI)
+    last_resort = logging.lastResort
+    if last_resort is not None and not any(
+        isinstance(f, AfterAnInterrupt) for f in last_resort.filters
+    ):
+        last_resort.addFilter(AfterAnInterrupt())
+
+
+class AfterAnInterrupt(logging.Filter):
+    """Drops an unhandled log record whose error arose while an interrupt unwound: the stop was
+    asked for and is reported once, by the launcher; the clean-up's own failure is not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        for _ in range(20):  # the chain of errors each raised while handling the one before
+            if error is None:
+                return True
+            if isinstance(error, KeyboardInterrupt):
+                return False
+            error = error.__context__
+        return True
 
 
 def quiet_optuna() -> None:

@@ -489,6 +489,43 @@ except KeyboardInterrupt:
 """
 
 
+CURSOR_CLOSED_DURING_A_STOP = """
+import logging, sqlite3
+from benchmark import runtime
+
+runtime.configure()
+log = logging.getLogger("sqlalchemy.pool.impl.QueuePool")  # where SQLAlchemy logs it
+try:
+    raise KeyboardInterrupt  # the stop lands inside a query
+except KeyboardInterrupt:
+    try:
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+    except sqlite3.ProgrammingError:
+        log.error("Error closing cursor (while stopping)", exc_info=True)
+try:
+    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+except sqlite3.ProgrammingError:
+    log.error("Error closing cursor (at work)", exc_info=True)
+"""
+
+
+def test_a_store_error_while_stopping_is_quiet_and_one_at_work_is_not() -> None:
+    """CI once saw a Ctrl-C land inside a worker's store query: SQLAlchemy logged "Error closing
+    cursor" with a traceback. Records raised while an interrupt unwinds are dropped; the same
+    error at work still prints."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", CURSOR_CLOSED_DURING_A_STOP],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "while stopping" not in err and "KeyboardInterrupt" not in err, err
+    assert "Error closing cursor (at work)" in err and "Traceback" in err, err
+
+
 def test_the_progress_counts_a_cell_once_and_not_while_it_is_retried() -> None:
     """A stale trial is failed and queued again, and another launcher may queue a cell afresh:
     the progress line of several workers must count each of its own cells once, when no trial
