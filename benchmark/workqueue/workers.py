@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from benchmark import runtime
 from benchmark.devices import resolve_device
@@ -91,7 +91,7 @@ def work(
             state = queue.run(trial, runner)
             if state != TrialState.PRUNED:
                 if progress is not None:
-                    progress.cell_finished(trial.user_attrs.get("cell_key", ""))
+                    progress.cell_finished(_key(trial))
                 if on_change is not None:
                     on_change()
             continue
@@ -201,7 +201,8 @@ def done_keys(trials: list[FrozenTrial], before: set[int], wanted: set[str]) -> 
     return sorted((ended - active) & wanted)
 
 
-def _key(trial: FrozenTrial) -> str:
+def _key(trial: FrozenTrial | Trial) -> str:
+    """The key of the cell a queued trial runs; empty for a trial that is not a cell."""
     return str(trial.user_attrs.get("cell_key", ""))
 
 
