@@ -8,6 +8,7 @@ processes import them too, because they read the same environment.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -22,7 +23,10 @@ _INFRASTRUCTURE = {"base", "vae"}
 BROKEN: dict[str, str] = {}
 
 
+@functools.cache
 def _discover() -> None:
+    """Import this package's method files, once a process: a plan of the grid looks methods
+    up thousands of times."""
     for module in pkgutil.iter_modules(__path__):
         name = module.name
         if name in _INFRASTRUCTURE or name.startswith("_") or name in BROKEN:
