@@ -86,6 +86,11 @@ def study_name(experiment: str, cells: list[Cell]) -> str:
     return f"grid-{experiment}-{digest}"
 
 
+def cell_key(trial: FrozenTrial | optuna.Trial) -> str:
+    """The key of the cell a queued trial runs; empty for a trial that is not a cell."""
+    return str(trial.user_attrs.get("cell_key", ""))
+
+
 def identity(cell: Cell) -> dict[str, object]:
     return {
         "method": cell.method,
@@ -135,13 +140,13 @@ class CellQueue:
         earlier launch's code version, which would stamp the run and name its checkpoint folder
         with code that did not produce it) they are retired (FAIL) and queued afresh."""
         trials = self.trials(TrialState.WAITING, TrialState.RUNNING)
-        running = {t.user_attrs.get("cell_key") for t in trials if t.state == TrialState.RUNNING}
+        running = {cell_key(t) for t in trials if t.state == TrialState.RUNNING}
         waiting = sorted(
             (t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number
         )
         wanted = [c for c in pending if c.key not in running]
         keys = {c.key for c in wanted}
-        queued = [t for t in waiting if t.user_attrs.get("cell_key") in keys]  # in pop order
+        queued = [t for t in waiting if cell_key(t) in keys]  # in pop order
         head = [c.to_json() for c in wanted[: len(queued)]]
         if [t.user_attrs.get("cell") for t in queued] == head:
             wanted = wanted[len(queued) :]

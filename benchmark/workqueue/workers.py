@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from benchmark import runtime
 from benchmark.devices import resolve_device
@@ -29,7 +29,7 @@ from benchmark.study.progress import GridProgress
 from benchmark.tracking.client import Tracker
 from benchmark.vaes.cache import VAECache
 from benchmark.vaes.share import SharedVAEs
-from benchmark.workqueue.queue import CellQueue, open_storage
+from benchmark.workqueue.queue import CellQueue, cell_key, open_storage
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def work(
             state = queue.run(trial, runner)
             if state != TrialState.PRUNED:
                 if progress is not None:
-                    progress.cell_finished(_key(trial))
+                    progress.cell_finished(cell_key(trial))
                 if on_change is not None:
                     on_change()
             continue
@@ -196,14 +196,9 @@ def done_keys(trials: list[FrozenTrial], before: set[int], wanted: set[str]) -> 
     """The cells of `wanted` whose trial ended since the launcher started and that no trial
     still runs or waits for: a stale trial that is retried, or a cell another launcher queued
     afresh, is not done yet, and each cell counts once."""
-    active = {_key(t) for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
-    ended = {_key(t) for t in trials if t.state in _ENDED and t.number not in before}
+    active = {cell_key(t) for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+    ended = {cell_key(t) for t in trials if t.state in _ENDED and t.number not in before}
     return sorted((ended - active) & wanted)
-
-
-def _key(trial: FrozenTrial | Trial) -> str:
-    """The key of the cell a queued trial runs; empty for a trial that is not a cell."""
-    return str(trial.user_attrs.get("cell_key", ""))
 
 
 def _run_processes(
