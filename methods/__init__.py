@@ -29,7 +29,7 @@ def _discover() -> None:
     up thousands of times."""
     for module in pkgutil.iter_modules(__path__):
         name = module.name
-        if name in _INFRASTRUCTURE or name.startswith("_") or name in BROKEN:
+        if name in _INFRASTRUCTURE or name.startswith("_"):
             continue
         try:
             importlib.import_module(f"{__name__}.{name}")
