@@ -346,6 +346,7 @@ class AuxiliaryMethod(Method):
                 on_epoch=on_epoch,
                 checkpoint=data.checkpoint("auxiliary.pt"),
                 progress=data.progress,
+                on_resume=lambda: curves.resume(model),
                 hint=f"lower the learning rate (lr={p['lr']}) or beta (beta={p['beta']})",
             )
         )

@@ -91,9 +91,18 @@ class ClassifierCurves:
         """Log both curves for `net` (put in eval mode; its logits give the class)."""
         net.eval()
         self.log_metric("labeled_accuracy", accuracy(net, self.x[self.labeled], self.y), epoch)
-        with torch.no_grad():
-            guess = net(self.x[self.probe]).argmax(1)
+        guess = self._guess(net)
         if self.previous is not None:
             changed = (guess != self.previous).float().mean()
             self.log_metric("probe_changed_class", float(changed), epoch)
         self.previous = guess
+
+    def resume(self, net: torch.nn.Module) -> None:
+        """Take `net`, just restored from a checkpoint, as the previous epoch's classifier, so
+        the first epoch after a resume logs its change like any other."""
+        net.eval()
+        self.previous = self._guess(net)
+
+    @torch.no_grad()
+    def _guess(self, net: torch.nn.Module) -> torch.Tensor:
+        return net(self.x[self.probe]).argmax(1)

@@ -216,3 +216,50 @@ def test_an_interrupted_sdgm_resumes_from_its_checkpoint_bit_identically(
     assert "resuming at epoch 2 of 4" in capsys.readouterr().out
     plain = fit(lambda *a: None, None)
     assert _same(resumed, plain)
+
+
+@pytest.mark.parametrize(
+    "name, small",
+    [
+        ("ladder", {"hidden": "8,8", "denoising_weights": "1,1,0.1,0.1", "epochs": 4,
+                    "decay_epochs": 2, "batch_size": 20}),
+        ("aae", {"hidden": 8, "z_dim": 2, "epochs": 4, "batch_size": 20}),
+        ("adgm", {"hidden": "8", "a_dim": 2, "z_dim": 2, "epochs": 4, "batch_size": 20,
+                  "labeled_batch_size": 10}),
+    ],
+)  # fmt: skip
+def test_a_resumed_fit_logs_the_same_curves_as_an_uninterrupted_one(
+    name: str, small: dict, tmp_path: Path
+) -> None:
+    """The label-free `probe_changed_class` compares each epoch with the previous one: the
+    first epoch after a resume must be compared with the restored classifier, not skipped."""
+    import methods
+    from methods.base import TrainData
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 16), dtype=np.float32)
+
+    def fit(folder: Path | None, stop_at: int | None = None) -> dict[tuple[str, int], float]:
+        logged: dict[tuple[str, int], float] = {}
+
+        def log(key: str, value: float, step: int) -> None:
+            if key == "labeled_accuracy" and step == stop_at:
+                raise Stop
+            logged[key, step] = value
+
+        data = TrainData(x, np.arange(12), np.arange(12) % 3, 3, 0, image_shape=(4, 4),
+                         log_metric=log, checkpoint_dir=folder)  # fmt: skip
+        try:
+            methods.get(name)(**small).fit(data)
+        except Stop:
+            pass
+        return logged
+
+    interrupted = fit(tmp_path, stop_at=2)
+    assert ("probe_changed_class", 1) in interrupted and ("labeled_accuracy", 2) not in interrupted
+    resumed = fit(tmp_path)
+    first = min(step for key, step in resumed if key == "labeled_accuracy")
+    assert first == 2, "the second fit must resume at epoch 3"
+    plain = fit(None)
+    assert {**interrupted, **resumed} == plain
+    assert sorted(s for k, s in plain if k == "probe_changed_class") == [1, 2, 3]
