@@ -346,7 +346,7 @@ class AuxiliaryMethod(Method):
                 on_epoch=on_epoch,
                 checkpoint=data.checkpoint("auxiliary.pt"),
                 progress=data.progress,
-                on_resume=lambda: curves.resume(model),
+                on_resume=curves.resume,
                 hint=f"lower the learning rate (lr={p['lr']}) or beta (beta={p['beta']})",
             )
         )

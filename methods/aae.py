@@ -159,7 +159,7 @@ class AAE(Method):
                 on_epoch=on_epoch,
                 checkpoint=data.checkpoint("aae.pt"),
                 progress=data.progress,
-                on_resume=lambda: curves.resume(net),
+                on_resume=curves.resume,
                 hint=f"lower the learning rates (lr={p['lr']}, adversarial_lr={p['adversarial_lr']})",
                 get_extra=lambda: {k: o.state_dict() for k, o in opt.items() if k != "ae"},
                 set_extra=lambda state: [opt[k].load_state_dict(v) for k, v in state.items()],

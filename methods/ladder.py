@@ -170,7 +170,7 @@ class Ladder(Method):
                 on_epoch=on_epoch,
                 checkpoint=data.checkpoint("ladder.pt"),
                 progress=data.progress,
-                on_resume=lambda: curves.resume(self.net_),
+                on_resume=curves.resume,
                 hint=f"lower the learning rate (lr={p['lr']})",
             )
         )

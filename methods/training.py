@@ -164,9 +164,9 @@ class Loop:
     # Extra state to checkpoint (e.g. the best epoch so far): get() -> dict, set(dict).
     get_extra: Callable[[], dict[str, Any]] = field(default=lambda: {})
     set_extra: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
-    # Called once after a checkpoint is restored, before the next epoch: to rebuild what the
-    # per-epoch callback compares with (the curves' previous predictions).
-    on_resume: Callable[[], None] | None = None
+    # Called with the model once after a checkpoint is restored, before the next epoch: to
+    # rebuild what the per-epoch callback compares with (the curves' previous predictions).
+    on_resume: Callable[[torch.nn.Module], None] | None = None
 
 
 def _fits(model: torch.nn.Module, saved: dict[str, Any]) -> bool:
@@ -197,7 +197,7 @@ def run_loop(loop: Loop) -> list[float]:
         history, start = list(state["history"]), int(state["epoch"])
         loop.model.to(device)
         if loop.on_resume is not None:
-            loop.on_resume()
+            loop.on_resume(loop.model)
         print(
             f"{loop.name}: resuming at epoch {start + 1} of {loop.epochs} from {loop.checkpoint.path}",
             flush=True,
