@@ -186,24 +186,28 @@ def test_a_cell_killed_mid_training_resumes_with_its_whole_curves_and_says_so(
     assert sorted(m.step for m in history) == list(range(epochs))
 
 
+def _tiny_data(log_metric, checkpoint_dir: Path | None):
+    """120 random 4x4 images, the first 12 labeled (three classes), checkpointing in the folder."""
+    from methods.base import TrainData
+
+    x = np.random.default_rng(0).random((120, 16), dtype=np.float32)
+    return TrainData(x, np.arange(12), np.arange(12) % 3, 3, 0, image_shape=(4, 4),
+                     log_metric=log_metric, checkpoint_dir=checkpoint_dir)  # fmt: skip
+
+
 def test_an_interrupted_sdgm_resumes_from_its_checkpoint_bit_identically(
     tmp_path: Path, capsys
 ) -> None:
     """Through the method's own fit: its step-size schedule and sampled latents must pick up
     where the interrupted run stopped."""
     import methods
-    from methods.base import TrainData
 
-    rng = np.random.default_rng(0)
-    x = rng.random((120, 16), dtype=np.float32)
     small = {"hidden": "8", "a_dim": 2, "z_dim": 2, "epochs": 4, "batch_size": 20,
              "labeled_batch_size": 10, "lr_decay_every": 1}  # fmt: skip
 
     def fit(log, folder: Path | None):
-        data = TrainData(x, np.arange(12), np.arange(12) % 3, 3, 0, image_shape=(4, 4),
-                         log_metric=log, checkpoint_dir=folder)  # fmt: skip
         method = methods.get("sdgm")(**small)
-        method.fit(data)
+        method.fit(_tiny_data(log, folder))
         return method.model_
 
     def stop_at_epoch_1(name: str, value: float, step: int) -> None:
@@ -234,10 +238,6 @@ def test_a_resumed_fit_logs_the_same_curves_as_an_uninterrupted_one(
     """The label-free `probe_changed_class` compares each epoch with the previous one: the
     first epoch after a resume must be compared with the restored classifier, not skipped."""
     import methods
-    from methods.base import TrainData
-
-    rng = np.random.default_rng(0)
-    x = rng.random((120, 16), dtype=np.float32)
 
     def fit(folder: Path | None, stop_at: int | None = None) -> dict[tuple[str, int], float]:
         logged: dict[tuple[str, int], float] = {}
@@ -247,10 +247,8 @@ def test_a_resumed_fit_logs_the_same_curves_as_an_uninterrupted_one(
                 raise Stop
             logged[key, step] = value
 
-        data = TrainData(x, np.arange(12), np.arange(12) % 3, 3, 0, image_shape=(4, 4),
-                         log_metric=log, checkpoint_dir=folder)  # fmt: skip
         try:
-            methods.get(name)(**small).fit(data)
+            methods.get(name)(**small).fit(_tiny_data(log, folder))
         except Stop:
             pass
         return logged
