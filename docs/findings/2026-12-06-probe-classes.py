@@ -6,11 +6,13 @@ every training image; `analyse` says which predicted classes the changes move be
 two lines of `analyse` read the training labels of images the method saw unlabeled: they name
 what the changing images are and choose nothing.
 
-    python docs/findings/2026-12-06-probe-classes.py watch OUT SEED=CHECKPOINT [SEED=...]
-    python docs/findings/2026-12-06-probe-classes.py analyse OUT SEED [SEED ...]
+    PYTHONPATH=. python docs/findings/2026-12-06-probe-classes.py watch OUT SEED=CKPT [SEED=...]
+    PYTHONPATH=. python docs/findings/2026-12-06-probe-classes.py analyse OUT SEED [SEED ...]
 
-The checkpoint of a cell is `<vae-cache-dir>/../checkpoints/<cell key>/aae.pt` in the stores
-used here; `run` prints it when it resumes. Set BENCHMARK_DATA_DIR; hidden=1000, z_dim=10 are
+from the repository root (the script imports `benchmark` and `methods` from there).
+
+A cell checkpoints to `checkpoints/<cell key>/aae.pt` beside its `--vae-cache-dir`;
+`run` prints the path when it resumes. Set BENCHMARK_DATA_DIR; hidden=1000, z_dim=10 are
 `aae`'s defaults.
 """
 
