@@ -186,7 +186,7 @@ def test_a_cell_killed_mid_training_resumes_with_its_whole_curves_and_says_so(
     assert sorted(m.step for m in history) == list(range(epochs))
 
 
-def _tiny_data(log_metric, checkpoint_dir: Path | None):
+def _random_train_data(log_metric, checkpoint_dir: Path | None):
     """120 random 4x4 images, the first 12 labeled (three classes), checkpointing in the folder."""
     from methods.base import TrainData
 
@@ -207,7 +207,7 @@ def test_an_interrupted_sdgm_resumes_from_its_checkpoint_bit_identically(
 
     def fit(log, folder: Path | None):
         method = methods.get("sdgm")(**small)
-        method.fit(_tiny_data(log, folder))
+        method.fit(_random_train_data(log, folder))
         return method.model_
 
     def stop_at_epoch_1(name: str, value: float, step: int) -> None:
@@ -248,7 +248,7 @@ def test_a_resumed_fit_logs_the_same_curves_as_an_uninterrupted_one(
             logged[key, step] = value
 
         try:
-            methods.get(name)(**small).fit(_tiny_data(log, folder))
+            methods.get(name)(**small).fit(_random_train_data(log, folder))
         except Stop:
             pass
         return logged
